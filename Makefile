@@ -1,0 +1,66 @@
+# dsgateway: every target installs what it needs and is safe to run again.
+# `make demo` and `make test` are the two commands a newcomer needs (see README.md).
+
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+PYTHON ?= python3
+R_LIB ?= $(CURDIR)/.rlib
+export R_LIBS_USER := $(R_LIB)
+export DSGATEWAY_R_LIB := $(R_LIB)
+
+APT_PACKAGES := r-base-core r-base-dev r-cran-jsonlite r-cran-httr
+R_PKG_SRC := algorithms/R/dsGatewayBase
+R_PKG_FILES := $(shell find $(R_PKG_SRC) -type f 2>/dev/null)
+
+.PHONY: all setup system-deps venv rpkg test test-fast lint demo bench clean
+
+all: test
+
+## setup: system packages (R from Debian), the virtualenv, the R server package
+setup: system-deps venv rpkg
+
+system-deps: .stamps/system-deps
+.stamps/system-deps: scripts/install-system-deps.sh
+	@bash scripts/install-system-deps.sh $(APT_PACKAGES)
+	@mkdir -p .stamps && touch $@
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: setup.cfg constraints.txt .stamps/system-deps scripts/rpy2-requirement.sh
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PIP) install -q --upgrade pip setuptools wheel
+	@$(PIP) install -q -c constraints.txt "$$(bash scripts/rpy2-requirement.sh)"
+	@$(PIP) install -q -c constraints.txt -e ".[node,coordinator,test]"
+	@touch $@
+
+rpkg: $(R_LIB)/.dsGatewayBase.installed
+$(R_LIB)/.dsGatewayBase.installed: $(R_PKG_FILES) .stamps/system-deps
+	@mkdir -p $(R_LIB)
+	@R CMD INSTALL --no-multiarch --library=$(R_LIB) $(R_PKG_SRC) >/dev/null
+	@touch $@
+
+## test: the whole suite (unit, functional, e2e; slow tests included)
+test: setup
+	@bash scripts/ensure-services.sh
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest -q
+
+## test-fast: skip the tests marked slow (for the edit-test loop)
+test-fast: setup
+	$(VENV)/bin/pytest -q -m "not slow"
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+## demo: start a gateway on generated data and run a DataSHIELD session against it
+demo: setup
+	$(PY) -m gateway.cli demo
+
+## bench: measure the figures in docs/performance.md (writes it anew)
+bench: setup
+	$(PY) bench/run.py --write docs/performance.md
+
+clean:
+	rm -rf $(VENV) $(R_LIB) .stamps build *.egg-info

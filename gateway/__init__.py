@@ -1,0 +1,3 @@
+"""dsgateway: federated, non-disclosive DataSHIELD analysis."""
+
+__version__ = "0.1.0"
