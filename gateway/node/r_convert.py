@@ -1,0 +1,257 @@
+"""Arrow table -> R data.frame, inside a worker's embedded R (rpy2).
+
+Every column is copied as a whole buffer (``from_memoryview`` is a ``memmove``); the
+only Python-level work is per column, never per value. How Arrow types become R types:
+
+==========================================  ===============================================
+Arrow                                        R
+==========================================  ===============================================
+float16/32/64, decimal                       double
+int8/16, uint8/16, int32                     integer
+int64, uint32, uint64                        integer if every value fits R's integer range
+                                             (-2^31+1 .. 2^31-1), else double (exact up to
+                                             2^53, rounded beyond)
+bool                                         logical
+string, large_string, dictionary<string>     factor; levels sorted as ``factor()`` sorts
+                                             them in this R (its collation), unused
+                                             dictionary entries dropped
+dictionary<other>                            decoded, then as its value type
+date32, date64                               Date (double days since 1970-01-01)
+timestamp (any unit, with or without tz)     POSIXct (double seconds, ``tzone = "UTC"``;
+                                             naive timestamps are read as UTC)
+null                                         logical, all NA
+==========================================  ===============================================
+
+An Arrow null becomes R's ``NA`` of the column's type: ``NA_real_`` (the NaN with
+payload 1954), ``NA_integer_`` / logical ``NA`` (INT_MIN) or a factor code ``NA``. A
+floating NaN that is not null stays ``NaN``. Any other Arrow type is refused with a
+``BadRequest`` naming the column.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import rpy2.rinterface as ri
+
+from gateway.node.errors import BadRequest
+
+__all__ = ["NA_INTEGER", "NA_REAL", "arrow_to_r_dataframe"]
+
+NA_INTEGER = -(2**31)
+_NA_REAL_BITS = 0x7FF00000000007A2
+#: R's NA_real_: a NaN whose low word is 1954. Kept as a numpy scalar so its payload is
+#: never touched by a float conversion.
+NA_REAL = np.array([_NA_REAL_BITS], dtype=np.uint64).view(np.float64)[0]
+_NA_REAL_SCALAR = pa.scalar(NA_REAL, type=pa.float64())
+_NA_INT_SCALAR = pa.scalar(NA_INTEGER, type=pa.int32())
+_INT_MAX = 2**31 - 1
+
+# R code used by the conversion. It is evaluated with the base environment as its
+# enclosure, so nothing a session assigns in the global environment can shadow it.
+_R_FACTOR_LEVELS = """
+function(raw, starts, ends) {
+    s <- base::rawToChar(raw)
+    base::Encoding(s) <- "bytes"            # byte positions: substring is O(1) per piece
+    x <- base::substring(s, starts, ends)
+    base::Encoding(x) <- "UTF-8"
+    f <- base::factor(x)                    # exactly R's own level order (collation)
+    base::list(base::levels(f), base::as.integer(f))
+}
+"""
+
+_r_funcs: dict[str, ri.SexpClosure] = {}
+
+
+def _r_function(name: str, code: str) -> ri.SexpClosure:
+    fun = _r_funcs.get(name)
+    if fun is None:
+        fun = ri.evalr(code, envir=ri.baseenv)
+        _r_funcs[name] = fun
+    return fun
+
+
+def arrow_to_r_dataframe(table: pa.Table) -> ri.ListSexpVector:
+    """Return an R ``data.frame`` holding ``table``'s columns in order (see module doc)."""
+    n = table.num_rows
+    columns = [
+        _column(name, col, n) for name, col in zip(table.column_names, table.columns, strict=True)
+    ]
+    df = ri.ListSexpVector(columns)
+    df.do_slot_assign("names", ri.StrSexpVector(list(table.column_names)))
+    # Compact row names c(NA_integer_, -n), as R's .set_row_names(n) makes them.
+    rownames = [NA_INTEGER, -n] if n > 0 else []
+    df.do_slot_assign("row.names", _int_vector(np.array(rownames, dtype=np.int32)))
+    df.rclass = ri.StrSexpVector(["data.frame"])  # setAttrib: also sets the object bit
+    return df
+
+
+# --------------------------------------------------------------------------- columns
+
+
+def _column(name: str, col: pa.ChunkedArray, n: int) -> ri.Sexp:
+    t = col.type
+    if pa.types.is_dictionary(t):
+        if _is_string_type(t.value_type):
+            return _factor(col, n)
+        return _column(name, col.cast(t.value_type), n)
+    if _is_string_type(t):
+        return _factor(col, n)
+    if pa.types.is_floating(t) or pa.types.is_decimal(t):
+        return _double(col.cast(pa.float64()) if t != pa.float64() else col)
+    if pa.types.is_integer(t):
+        return _integer(col)
+    if pa.types.is_boolean(t):
+        return _logical(col.cast(pa.int32()))
+    if pa.types.is_date32(t):
+        return _with_class(_double(col.cast(pa.int32()).cast(pa.float64())), ["Date"])
+    if pa.types.is_date64(t):
+        days = pc.divide(col.cast(pa.int64()).cast(pa.float64()), 86_400_000.0)
+        return _with_class(_double(pc.floor(days)), ["Date"])
+    if pa.types.is_timestamp(t):
+        per_second = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}[t.unit]
+        seconds = col.cast(pa.int64()).cast(pa.float64())
+        if per_second != 1.0:
+            seconds = pc.divide(seconds, per_second)
+        vec = _with_class(_double(seconds), ["POSIXct", "POSIXt"])
+        vec.do_slot_assign("tzone", ri.StrSexpVector(["UTC"]))
+        return vec
+    if pa.types.is_null(t):
+        return _logical(pa.chunked_array([np.full(n, NA_INTEGER, dtype=np.int32)]))
+    raise BadRequest(f"Column '{name}' has type {t}, which cannot be given to R")
+
+
+def _is_string_type(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or _is_string_view(t)
+
+
+def _is_string_view(t: pa.DataType) -> bool:
+    check = getattr(pa.types, "is_string_view", None)
+    return bool(check and check(t))
+
+
+def _to_numpy(col: pa.ChunkedArray, dtype: type) -> np.ndarray:
+    """The column's values as one contiguous numpy array (zero-copy for one chunk)."""
+    if col.num_chunks == 0:
+        return np.empty(0, dtype=dtype)
+    arr = col.chunk(0).to_numpy() if col.num_chunks == 1 else col.to_numpy()
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def _double(col: pa.ChunkedArray) -> ri.FloatSexpVector:
+    if col.null_count:
+        col = pc.fill_null(col, _NA_REAL_SCALAR)
+    return ri.FloatSexpVector.from_memoryview(memoryview(_to_numpy(col, np.float64)))
+
+
+def _int_vector(arr: np.ndarray) -> ri.IntSexpVector:
+    return ri.IntSexpVector.from_memoryview(memoryview(arr))
+
+
+def _integer(col: pa.ChunkedArray) -> ri.Sexp:
+    t = col.type
+    small = t in (pa.int8(), pa.int16(), pa.uint8(), pa.uint16())
+    if not small and len(col) - col.null_count > 0:
+        mm = pc.min_max(col)
+        lo, hi = mm["min"].as_py(), mm["max"].as_py()
+        if lo <= NA_INTEGER or hi > _INT_MAX:
+            # Does not fit R's integer (INT_MIN is R's NA): double, like read.csv does.
+            return _double(col.cast(pa.float64(), safe=False))
+    if t != pa.int32():
+        col = col.cast(pa.int32())
+    if col.null_count:
+        col = pc.fill_null(col, _NA_INT_SCALAR)
+    return _int_vector(_to_numpy(col, np.int32))
+
+
+def _logical(col: pa.ChunkedArray) -> ri.BoolSexpVector:
+    # R's logical is a C int: TRUE 1, FALSE 0, NA INT_MIN; col is int32 already.
+    if col.null_count:
+        col = pc.fill_null(col, _NA_INT_SCALAR)
+    return ri.BoolSexpVector.from_memoryview(memoryview(_to_numpy(col, np.int32)))
+
+
+def _with_class(vec: ri.Sexp, classes: list[str]) -> ri.Sexp:
+    vec.rclass = ri.StrSexpVector(classes)
+    return vec
+
+
+def _factor(col: pa.ChunkedArray, n: int) -> ri.IntSexpVector:
+    """Strings -> R factor, as ``factor(x)`` would make it from the same values.
+
+    Arrow dictionary-encodes the column (hashing in C++); R gets only the distinct
+    values, orders them with its own ``factor()`` (so the level order follows R's
+    collation exactly) and returns, for each distinct value, its level number. numpy
+    then maps every row's dictionary index to that level number.
+    """
+    if col.num_chunks == 0 or n == 0:
+        return _factor_vector(np.empty(0, dtype=np.int32), ri.StrSexpVector([]))
+    if pa.types.is_dictionary(col.type):
+        enc = col.unify_dictionaries()
+        may_have_unused = True
+    else:
+        if _is_string_view(col.type):
+            col = col.cast(pa.large_string())
+        enc = pc.dictionary_encode(col).unify_dictionaries()
+        may_have_unused = enc.num_chunks > 1  # unify keeps one chunk's values in all
+    dictionary = enc.chunk(0).dictionary
+    k = len(dictionary)
+    # Row -> dictionary index, nulls -> k (one past the end).
+    indices = pa.chunked_array([c.indices for c in enc.chunks])
+    if indices.type != pa.int32():
+        indices = indices.cast(pa.int32())
+    if indices.null_count:
+        indices = pc.fill_null(indices, pa.scalar(k, pa.int32()))
+    idx = _to_numpy(indices, np.int32)
+
+    used = np.ones(k, dtype=bool)
+    if may_have_unused:
+        used = np.bincount(idx, minlength=k + 1)[:k] > 0
+    if dictionary.null_count:
+        used &= ~dictionary.is_null().to_numpy(zero_copy_only=False)
+    values = dictionary if used.all() else dictionary.filter(pa.array(used))
+
+    levels, codes_of_values = _r_levels(values)
+    code_map = np.full(k + 1, NA_INTEGER, dtype=np.int32)
+    code_map[np.flatnonzero(used)] = codes_of_values
+    return _factor_vector(code_map[idx], levels)  # numpy gather: one pass, in C
+
+
+def _factor_vector(codes: np.ndarray, levels: ri.Sexp) -> ri.IntSexpVector:
+    vec = _int_vector(np.ascontiguousarray(codes, dtype=np.int32))
+    vec.do_slot_assign("levels", levels)
+    vec.rclass = ri.StrSexpVector(["factor"])
+    return vec
+
+
+def _r_levels(values: pa.Array) -> tuple[ri.Sexp, np.ndarray]:
+    """Distinct strings -> (R's ``levels(factor(values))``, level number of each value).
+
+    The strings travel as one raw byte buffer plus start/end byte positions, which R
+    cuts with ``substring``: a per-string Python loop (``StrSexpVector``) costs seconds
+    for a million distinct values.
+    """
+    if not pa.types.is_large_string(values.type):
+        values = values.cast(pa.large_string())
+    m = len(values)
+    buffers = values.buffers()
+    offsets = np.frombuffer(buffers[1], dtype=np.int64, count=values.offset + m + 1)
+    offsets = offsets[values.offset :]
+    first, last = int(offsets[0]), int(offsets[-1])
+    if last - first >= _INT_MAX:
+        raise BadRequest("A text column's distinct values exceed 2 GB, too large for R")
+    raw = np.frombuffer(buffers[2], dtype=np.uint8)[first:last] if last > first else None
+    if raw is None:
+        raw = np.empty(0, dtype=np.uint8)
+    elif not raw.all():
+        raise BadRequest("A text value contains a NUL character, which R cannot hold")
+    rel = (offsets - first).astype(np.int32)
+    fun = _r_function("levels", _R_FACTOR_LEVELS)
+    res = fun(
+        ri.ByteSexpVector.from_memoryview(memoryview(raw)),
+        _int_vector(rel[:-1] + 1),  # R positions are 1-based and inclusive
+        _int_vector(np.ascontiguousarray(rel[1:])),
+    )
+    codes = np.array(np.frombuffer(res[1].memoryview(), dtype=np.int32, count=m))
+    return res[0], codes
