@@ -327,3 +327,642 @@ def test_vector_ds_is_c_and_blocked_when_not_permissive():
     )
     assert not out["ok"]
     assert out["error"].startswith("BLOCKED:")
+
+
+# ---------------------------------------------------------------------------
+# Phase 2: univariate summaries
+
+
+def test_var_sums_match_numpy(tmp_path):
+    out = ds_call("dsGatewayBase::varDS(D$age)", data=DATA, tmp=tmp_path)
+    assert out["ok"], out
+    v = out["value"]
+    valid = _valid(AGE)
+    assert list(v) == ["Sum", "SumOfSquares", "Nmissing", "Nvalid", "Ntotal", "ValidityMessage"]
+    assert _close(v["Sum"], valid.sum())
+    assert _close(v["SumOfSquares"], (valid**2).sum())
+    assert (v["Nmissing"], v["Nvalid"], v["Ntotal"]) == (3, N - 3, N)
+    # the client's pooled variance from these sums is numpy's sample variance
+    n = v["Nvalid"]
+    pooled = (v["SumOfSquares"] - v["Sum"] ** 2 / n) / (n - 1)
+    assert _close(pooled, valid.var(ddof=1), 1e-9)
+    out = ds_call("dsGatewayBase::varDS(x)", setup="x <- c(1, NA, 3)\n")
+    assert not out["ok"] and out["error"] == "FAILED: Nvalid less than nfilter.tab"
+
+
+def test_num_na(tmp_path):
+    out = ds_call("dsGatewayBase::numNaDS(D$age)", data=DATA, tmp=tmp_path)
+    assert out["value"] == sum(v is None for v in AGE) == 3
+    assert ds_call("dsGatewayBase::numNaDS(D$bmi)", data=DATA, tmp=tmp_path)["value"] == 0
+
+
+def test_is_valid_follows_nfilter_tab():
+    setup = (
+        "v2 <- c(1, 2); v3 <- c(1, 2, 3); e <- numeric(0)\n"
+        'f_ok <- factor(c("a","a","a","b","b","b")); f_bad <- factor(c("a","a","a","b"))\n'
+        'f_empty_level <- factor(c("a","a","a"), levels = c("a", "b"))\n'
+        "df2 <- data.frame(a = 1:2); df5 <- data.frame(a = 1:5)\n"
+        "ds_out(lapply(list(v2 = 'v2', v3 = 'v3', e = 'e', f_ok = 'f_ok', f_bad = 'f_bad',\n"
+        "  f_empty_level = 'f_empty_level', df2 = 'df2', df5 = 'df5', lst = 'list(1)'),\n"
+        "  function(s) ds_eval(sprintf('dsGatewayBase::isValidDS(%s)', s))$value))\n"
+    )
+    out = run_r(setup)
+    assert out == {
+        "v2": False,
+        "v3": True,
+        "e": True,
+        "f_ok": True,
+        "f_bad": False,
+        "f_empty_level": True,
+        "df2": False,
+        "df5": True,
+        "lst": False,
+    }
+    out = run_r("options(nfilter.tab = 4)\nds_out(dsGatewayBase::isValidDS(c(1, 2, 3)))")
+    assert out is False
+
+
+def test_quantile_mean_matches_numpy(tmp_path):
+    out = ds_call("dsGatewayBase::quantileMeanDS(D$age)", data=DATA, tmp=tmp_path)
+    assert out["ok"]
+    valid = _valid(AGE)
+    expected = [*np.percentile(valid, [5, 10, 25, 50, 75, 90, 95]).tolist(), valid.mean()]
+    assert len(out["value"]) == 8
+    for got, want in zip(out["value"], expected, strict=True):
+        assert _close(got, want)
+    names = run_r(
+        "ds_out(names(dsGatewayBase::quantileMeanDS(c(5, 1, 4, 2, 3))))",
+    )
+    assert names == ["5%", "10%", "25%", "50%", "75%", "90%", "95%", "Mean"]
+    out = ds_call("dsGatewayBase::quantileMeanDS(x)", setup="x <- c(1, 2)\n")
+    assert out["ok"] and out["value"] is None  # NA: not valid under nfilter.tab
+
+
+# ---------------------------------------------------------------------------
+# Phase 2: objects
+
+
+def test_names_levels_ls(tmp_path):
+    code = """
+    L <- list(alpha = 1, beta = "b")
+    a_very_long_object_name_x <- list(z = 1)
+    ds_out(list(
+      names_list = ds_eval('dsGatewayBase::namesDS("L")'),
+      names_df = ds_eval('dsGatewayBase::namesDS("D")'),
+      names_vec = ds_eval('dsGatewayBase::namesDS("D$age")'),
+      names_long = ds_eval('dsGatewayBase::namesDS("a_very_long_object_name_x")'),
+      levels = ds_eval('dsGatewayBase::levelsDS(D$grp)'),
+      levels_ref = levels(D$grp),
+      ls_all = ds_eval('dsGatewayBase::lsDS(NULL, 1L)'),
+      ls_filter = ds_eval('dsGatewayBase::lsDS(search.filter = "a_:A:_", 1L)')))
+    """
+    out = run_r(code, data=DATA, tmp=tmp_path)
+    assert out["names_list"]["value"] == ["alpha", "beta"]
+    assert out["names_df"]["value"] == ["age", "bmi", "sex", "grp"]
+    assert not out["names_vec"]["ok"]
+    assert out["names_vec"]["error"].startswith("The input object is not of class <list>")
+    assert not out["names_long"]["ok"]
+    assert "too long" in out["names_long"]["error"]
+    assert out["levels"]["value"] == {
+        "Levels": out["levels_ref"],
+        "ValidityMessage": "VALID ANALYSIS",
+    }
+    assert out["levels_ref"] == sorted(set(GROUP))
+    ls_all = out["ls_all"]["value"]
+    assert ls_all["environment.searched"] == "R_GlobalEnv"
+    assert {"D", "L", "a_very_long_object_name_x"} <= set(ls_all["objects.found"])
+    ls_f = out["ls_filter"]["value"]
+    assert ls_f["objects.found"] == "a_very_long_object_name_x"  # one name: unboxed by JSON
+    assert ls_f["search.filter.final"] == "a*"
+
+
+def test_levels_refused_when_too_dense_or_not_permissive():
+    setup = "x <- factor(c('a', 'b', 'c', 'd', 'a', 'b'))\n"
+    out = ds_call("dsGatewayBase::levelsDS(x)", setup=setup)
+    assert not out["ok"]
+    assert out["error"] == "FAILED: Result length less than nfilter.levels.density of input length."
+    out = ds_call(
+        "dsGatewayBase::levelsDS(x)", setup=setup + "options(nfilter.levels.density = 1)\n"
+    )
+    assert out["ok"] and out["value"]["Levels"] == ["a", "b", "c", "d"]
+    out = ds_call(
+        "dsGatewayBase::levelsDS(x)",
+        setup=setup + "options(datashield.privacyControlLevel = 'non-permissive')\n",
+    )
+    assert not out["ok"] and out["error"].startswith("BLOCKED")
+
+
+def test_test_obj_exists_and_message(tmp_path):
+    code = """
+    M <- list(studysideMessage = "x")
+    ds_out(list(
+      yes = ds_eval('dsGatewayBase::testObjExistsDS("D")')$value,
+      no = ds_eval('dsGatewayBase::testObjExistsDS("nope")')$value,
+      ok = ds_eval('dsGatewayBase::messageDS("D")')$value,
+      msg = ds_eval('dsGatewayBase::messageDS("M")')$value,
+      missing = ds_eval('dsGatewayBase::messageDS("nope")')$value))
+    """
+    out = run_r(code, data=DATA, tmp=tmp_path)
+    assert out["yes"] == {"test.obj.exists": True, "test.obj.class": "data.frame"}
+    assert out["no"] == {"test.obj.exists": False, "test.obj.class": None}
+    assert out["ok"].startswith("ALL OK")
+    assert out["msg"].startswith("NOT ALL OK")
+    assert out["missing"].startswith("Error: the object")
+
+
+# ---------------------------------------------------------------------------
+# Phase 2: conversions
+
+
+def test_as_numeric_rules():
+    code = """
+    f_digits <- factor(c("10", "2", "33", NA))
+    f_text <- factor(c("b", "a", "c", "a"))
+    ch <- c("1.5", "2")
+    ds_out(list(
+      f_digits = ds_eval('dsGatewayBase::asNumericDS("f_digits")')$value,
+      f_text = ds_eval('dsGatewayBase::asNumericDS("f_text")')$value,
+      ch = ds_eval('dsGatewayBase::asNumericDS("ch")')$value,
+      int = ds_eval('dsGatewayBase::asNumericDS("D$x")')$value,
+      not_string = ds_eval('dsGatewayBase::asNumericDS(f_text)')))
+    """
+    out = run_r("D <- data.frame(x = c(TRUE, FALSE, TRUE))\n" + code)
+    assert out["f_digits"] == [10, 2, 33, None]  # by value
+    assert out["f_text"] == [2, 1, 3, 1]  # by factor code
+    assert out["ch"] == [1, 2]  # "1.5" is not digits only: codes of as.factor
+    assert out["int"] == [1, 0, 1]
+    assert not out["not_string"]["ok"]
+    assert out["not_string"]["error"] == "ERROR: x.name must be specified as a character string"
+
+
+def test_as_factor_two_steps(tmp_path):
+    code = """
+    lv <- ds_eval('dsGatewayBase::asFactorDS1("D$grp")')
+    f <- eval(parse(text = 'dsGatewayBase::asFactorDS2("D$grp", "c,b,a,z", FALSE, 1)'),
+              envir = globalenv())
+    dm <- eval(parse(text = 'dsGatewayBase::asFactorDS2("D$grp", "a,b,c", TRUE, 1)'),
+               envir = globalenv())
+    many <- ds_eval('dsGatewayBase::asFactorDS1("D$bmi")')
+    ds_out(list(lv = lv, levels = levels(f), same = all(as.character(f) == as.character(D$grp)),
+                dm_cols = colnames(dm), dm_b = sum(dm[, "DVb"]), ref_b = sum(D$grp == "b"),
+                many = many))
+    """
+    out = run_r(code, data=DATA, tmp=tmp_path)
+    assert out["lv"]["value"] == ["a", "b", "c"]
+    assert out["levels"] == ["c", "b", "a", "z"]
+    assert out["same"] is True
+    assert out["dm_cols"] == ["DVb", "DVc"]
+    assert out["dm_b"] == out["ref_b"] == GROUP.count("b")
+    assert not out["many"]["ok"]
+    assert "nfilter.levels.max" in out["many"]["error"] or "too many levels" in out["many"]["error"]
+
+
+def test_as_factor_level_limits():
+    out = ds_call("dsGatewayBase::asFactorDS1('x')", setup="x <- rep(1:50, 3)\n")
+    assert not out["ok"]
+    assert "nfilter.levels.max: that is 40" in out["error"]
+    out = ds_call("dsGatewayBase::asFactorDS1('x')", setup="x <- c(1, 2, 3, 4, 1, 2)\n")
+    assert not out["ok"]
+    assert "33% of the length" in out["error"]
+
+
+# ---------------------------------------------------------------------------
+# Phase 2: tables
+
+
+def _counts(values):
+    return {k: values.count(k) for k in sorted(set(values))}
+
+
+def test_table1d_counts_and_refusal(tmp_path):
+    out = ds_call("dsGatewayBase::table1DDS(D$grp)", data=DATA, tmp=tmp_path)
+    assert out["ok"], out
+    row = out["value"]["table"][0]
+    expected = _counts(GROUP)
+    assert {k: row[k] for k in expected} == expected
+    assert row["Total"] == N
+    assert out["value"]["message"] == "valid Table"
+    out = ds_call("dsGatewayBase::table1DDS(x)", setup="x <- c(1, 1, 1, 2, 2, 2, 3)\n")
+    assert not out["ok"] and out["error"] == "invalid table - invalid counts present"
+
+
+TABLE_ARGS = (
+    "rvar.all.unique.levels.transmit = 'a,b,c', cvar.all.unique.levels.transmit = 'f,m', "
+    "stvar.all.unique.levels.transmit = NULL, exclude.transmit = NULL, "
+)
+
+
+def test_table_2d_counts_match_python(tmp_path):
+    expr = (
+        "dsGatewayBase::tableDS(rvar.transmit = 'D$grp', cvar.transmit = 'D$sex', "
+        "stvar.transmit = NULL, " + TABLE_ARGS + "useNA.transmit = 'no', "
+        "force.nfilter.transmit = NULL)"
+    )
+    code = f"""
+    r <- ds_eval({json.dumps(expr)})
+    ds_out(list(ok = r$ok, counts = as.vector(r$value), dimnames = dimnames(r$value),
+                cls = class(r$value)))
+    """
+    out = run_r(code, data=DATA, tmp=tmp_path)
+    assert out["ok"] and out["cls"] == "table"
+    assert out["dimnames"] == {"rvar": ["a", "b", "c"], "cvar": ["f", "m"]}
+    expected = [
+        sum(1 for g, s in zip(GROUP, SEX, strict=True) if g == gg and s == ss)
+        for ss in ("f", "m")
+        for gg in ("a", "b", "c")
+    ]
+    assert out["counts"] == expected
+
+
+def test_table_small_cells_and_force_nfilter(tmp_path):
+    base = (
+        "dsGatewayBase::tableDS(rvar.transmit = 'D$grp', cvar.transmit = NULL, "
+        "stvar.transmit = NULL, " + TABLE_ARGS + "useNA.transmit = 'always', "
+        "force.nfilter.transmit = {force})"
+    )
+    smallest = min(_counts(GROUP).values())
+    out = ds_call(base.format(force=f"'{smallest + 1}'"), data=DATA, tmp=tmp_path)
+    # 1-D and 2-D refusals come back as a message string, as in dsBase
+    assert out["ok"]
+    assert out["value"] == (
+        f"Failed: at least one cell has a non-zero count less than nfilter.tab i.e. {smallest + 1}"
+    )
+    out = ds_call(base.format(force="'1'"), data=DATA, tmp=tmp_path)
+    assert not out["ok"]
+    assert out["error"].startswith("Failed: if force.nfilter is non-null it must be >=")
+    out = ds_call(base.format(force="NULL"), data=DATA, tmp=tmp_path)
+    assert out["ok"] and isinstance(out["value"], list)
+    # 3-D: an error
+    expr3 = (
+        "dsGatewayBase::tableDS(rvar.transmit = 'x', cvar.transmit = 'y', "
+        "stvar.transmit = 'z', rvar.all.unique.levels.transmit = '1,2', "
+        "cvar.all.unique.levels.transmit = '1,2', stvar.all.unique.levels.transmit = '1,2', "
+        "exclude.transmit = NULL, useNA.transmit = 'no', force.nfilter.transmit = NULL)"
+    )
+    out = ds_call(expr3, setup="x <- c(1,1,2,2,1,2); y <- c(1,2,1,2,1,1); z <- c(1,1,1,2,2,2)\n")
+    assert not out["ok"]
+    assert "nfilter.tab" in out["error"]
+
+
+def test_table_assign_and_layout(tmp_path):
+    assign_expr = (
+        "dsGatewayBase::tableDS.assign(rvar.transmit = 'D$grp', cvar.transmit = 'D$sex', "
+        "stvar.transmit = NULL, " + TABLE_ARGS + "useNA.transmit = 'always')"
+    )
+    code = f"""
+    T1 <- eval(parse(text = {json.dumps(assign_expr)}), envir = globalenv())
+    lay <- ds_eval('dsGatewayBase::tableDS2(newobj = "T1", rvar.transmit = "D$grp",
+                    cvar.transmit = "D$sex", stvar.transmit = NULL)')
+    ds_out(list(names = names(T1), counts = T1$counts, dim = T1$dim,
+                ref = as.vector(table(D$grp, D$sex, useNA = "always")),
+                lay_names = names(lay$value), ids = lay$value$table.cell.IDs,
+                lay_dim = lay$value$table.dim,
+                dn = names(dimnames(lay$value$table.structure_and_cell.order)),
+                leaked = exists("out.table.real")))
+    """
+    out = run_r(code, data=DATA, tmp=tmp_path)
+    assert out["names"] == ["table", "counts", "dim", "dimnames"]
+    assert out["counts"] == out["ref"]
+    assert out["dim"] == [4, 3]
+    assert out["lay_names"] == [
+        "table.cell.IDs",
+        "table.dim",
+        "table.dimnames",
+        "table.structure_and_cell.order",
+    ]
+    assert out["ids"] == list(range(1, 13))
+    assert out["lay_dim"] == [4, 3]
+    assert out["dn"] == ["D$grp", "D$sex"]
+    assert out["leaked"] is False
+
+
+# ---------------------------------------------------------------------------
+# Phase 2: histograms
+
+
+def test_histogram_small_cells_rule_matches_numpy(tmp_path):
+    valid = _valid(AGE)
+    lo, hi, nb = 10.0, 90.0, 8
+    expr = f"dsGatewayBase::histogramDS2(D$age, {nb}, {lo}, {hi}, 1, 3, 0.25)"
+    code = f"""
+    r <- ds_eval({json.dumps(expr)})
+    ds_out(list(ok = r$ok, counts = r$value$histobject$counts,
+                breaks = r$value$histobject$breaks, invalid = r$value$invalidcells,
+                cls = class(r$value$histobject)))
+    """
+    out = run_r(code, data=DATA, tmp=tmp_path)
+    assert out["ok"] and out["cls"] == "histogram"
+    counts, edges = np.histogram(valid, bins=np.linspace(lo, hi, nb + 1))
+    small = (counts > 0) & (counts < 3)
+    expected = np.where(small, 0, counts)
+    assert out["counts"] == expected.tolist()
+    assert out["invalid"] == int(small.sum())
+    assert np.allclose(out["breaks"], edges)
+
+
+def test_histogram_disclosure_checks(tmp_path):
+    # too many breaks for nfilter.levels.density
+    out = ds_call(
+        "dsGatewayBase::histogramDS2(D$age, 50, 0, 100, 1, 3, 0.25)", data=DATA, tmp=tmp_path
+    )
+    assert not out["ok"] and out["error"].startswith("FAILED: Number of breaks is too big")
+    # method 1 needs the site seed
+    out = ds_call("dsGatewayBase::histogramDS1(D$age, 1, 3, 0.25)", data=DATA, tmp=tmp_path)
+    assert not out["ok"] and "datashield.seed" in out["error"]
+    # k too small, noise too small
+    out = ds_call("dsGatewayBase::histogramDS1(D$age, 2, 2, 0.25)", data=DATA, tmp=tmp_path)
+    assert not out["ok"] and out["error"].startswith("k must be greater than or equal to 3")
+    out = ds_call(
+        "dsGatewayBase::histogramDS1(D$age, 3, 3, 0.1)",
+        setup="options(datashield.seed = 1)\n",
+        data=DATA,
+        tmp=tmp_path,
+    )
+    assert not out["ok"] and out["error"] == "'noise' must be greater than or equal to 0.25"
+    out = ds_call("dsGatewayBase::histogramDS1(D$sex, 1, 3, 0.25)", data=DATA, tmp=tmp_path)
+    assert out["value"] == "The input vector is not a numeric!"
+
+
+def test_histogram_range_blurred_and_rng_restored(tmp_path):
+    valid = _valid(AGE)
+    code = """
+    options(datashield.seed = 42)
+    set.seed(7); before <- .Random.seed
+    r1 <- ds_eval('dsGatewayBase::histogramDS1(D$age, 1, 3, 0.25)')$value
+    r2 <- ds_eval('dsGatewayBase::histogramDS1(D$age, 1, 3, 0.25)')$value
+    ds_out(list(r1 = r1, r2 = r2, restored = identical(before, .Random.seed)))
+    """
+    out = run_r(code, data=DATA, tmp=tmp_path)
+    lo, hi = out["r1"]
+    assert out["r1"] == out["r2"]  # same site seed, same answer
+    assert out["restored"] is True
+    assert lo < valid.min() and hi > valid.max()
+    assert valid.min() * 0.95 - 1e-9 <= lo <= valid.min() * 0.99 + 1e-9
+    assert valid.max() * 1.01 - 1e-9 <= hi <= valid.max() * 1.05 + 1e-9
+
+
+def test_knn_centroids_match_brute_force():
+    x = RNG.normal(0, 1, 200)
+    code = f"""
+    x <- c({",".join(repr(float(v)) for v in x)})
+    knn <- dsGatewayBase:::.knn_centroids
+    ds_out(list(k3 = knn(x, 3), k7 = knn(x, 7)))
+    """
+    out = run_r(code)
+    for k in (3, 7):
+        dist = np.abs(x[:, None] - x[None, :])
+        idx = np.argsort(dist, axis=1, kind="stable")[:, :k]
+        expected = x[idx].mean(axis=1)
+        assert np.allclose(out[f"k{k}"], expected, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------
+# Phase 2: correlation and covariance
+
+
+def _complete_pairs():
+    rows = [(a, b) for a, b in zip(AGE, BMI, strict=True) if a is not None and b is not None]
+    return np.array(rows, dtype=float)
+
+
+def test_cor_sums_give_numpy_correlation(tmp_path):
+    out = ds_call("dsGatewayBase::corDS('D$age', 'D$bmi')", data=DATA, tmp=tmp_path)
+    assert out["ok"], out
+    v = out["value"]
+    assert list(v) == [
+        "sums.of.products",
+        "sums",
+        "complete.counts",
+        "na.counts",
+        "sums.of.squares",
+    ]
+    xy = _complete_pairs()
+    n = v["complete.counts"][0][1]
+    assert n == len(xy)
+    sxy = v["sums.of.products"][0][1]
+    sx, sy = v["sums"][0][0], v["sums"][1][0]
+    sxx, syy = v["sums.of.squares"][0][0], v["sums.of.squares"][1][0]
+    r = (n * sxy - sx * sy) / math.sqrt((n * sxx - sx**2) * (n * syy - sy**2))
+    assert _close(r, np.corrcoef(xy[:, 0], xy[:, 1])[0, 1], 1e-9)
+    assert v["na.counts"]["Number of NAs in each column"] == [[3, 0]]
+
+
+def test_cov_casewise_and_pairwise_match_numpy(tmp_path):
+    code = """
+    E <- D[, c("age", "bmi")]
+    E$bmi[c(1, 2)] <- NA
+    ds_out(list(case = ds_eval('dsGatewayBase::covDS("E", NULL, "casewise.complete")')$value,
+                pair = ds_eval('dsGatewayBase::covDS("E", NULL, "pairwise.complete")')$value,
+                ref_case = cov(E, use = "complete.obs"),
+                ref_pair = cov(E, use = "pairwise.complete.obs")))
+    """
+    out = run_r(code, data=DATA, tmp=tmp_path)
+    case = out["case"]
+    assert case["errorMessage"] is None  # NA when valid
+    n = case["complete.counts"][0][1]
+    sums = [s[0] for s in case["sums"]]
+    sp = np.array(case["sums.of.products"])
+    cov = (sp - np.outer(sums, sums) / n) / (n - 1)
+    assert np.allclose(cov, np.array(out["ref_case"]), rtol=1e-9)
+    pair = out["pair"]
+    nn = np.array(pair["complete.counts"], dtype=float)
+    s = np.array(pair["sums"])  # s[i][j]: sum of x_i over rows where x_i, x_j present
+    sp = np.array(pair["sums.of.products"])
+    cov_p = (sp - s * s.T / nn) / (nn - 1)
+    assert np.allclose(cov_p, np.array(out["ref_pair"]), rtol=1e-9)
+    assert pair["na.counts"]["Number of NAs pairwise"][0][1] == 5
+
+
+def test_cor_cov_disclosure_checks():
+    setup = "b <- c(rep(0, 20), 1, 1); z <- rnorm(22)\nsmall <- data.frame(a = 1:4, b = 4:1)\n"
+    out = ds_call("dsGatewayBase::corDS('b', 'z')", setup=setup)
+    assert not out["ok"] and "binary" in out["error"]
+    out = ds_call("dsGatewayBase::covDS('b', 'z', 'casewise.complete')", setup=setup)
+    assert out["ok"]
+    assert "binary" in out["value"]["errorMessage"]
+    assert out["value"]["sums.of.products"] == [[None, None], [None, None]]
+    out = ds_call("dsGatewayBase::corDS('small', NULL)", setup=setup)
+    assert not out["ok"] and "ratio of the number of variables" in out["error"]
+
+
+# ---------------------------------------------------------------------------
+# Phase 2: glm
+
+
+GLM_DATA_SETUP = """
+set.seed(3)
+n <- 120
+G <- data.frame(x1 = rnorm(n), x2 = rnorm(n), g = factor(sample(c("u", "v", "w"), n, TRUE)),
+                w = runif(n, 0.5, 2), t = runif(n, 1, 3))
+G$y <- 1 + 0.5 * G$x1 - 0.3 * G$x2 + rnorm(n)
+G$b <- rbinom(n, 1, plogis(-0.2 + 0.8 * G$x1))
+G$cnt <- rpois(n, exp(0.3 + 0.2 * G$x2) * G$t)
+G$x1[c(4, 8)] <- NA
+G$lt <- log(G$t)
+fit_ds <- function(formula_text, family, weights = "NULL", offset = "NULL", data = "NULL") {
+  s1 <- eval(parse(text = sprintf("dsGatewayBase::glmDS1(%s, '%s', %s, %s, %s)",
+                                  formula_text, family, weights, offset, data)),
+             envir = globalenv())
+  beta <- rep(0, s1$dimX[2])
+  for (i in 1:30) {
+    s2 <- eval(parse(text = sprintf("dsGatewayBase::glmDS2(%s, '%s', '%s', %s, %s, %s)",
+                                    formula_text, family, paste(beta, collapse = ","),
+                                    offset, weights, data)), envir = globalenv())
+    step <- solve(s2$info.matrix, s2$score.vect)
+    beta <- beta + as.vector(step)
+    if (max(abs(step)) < 1e-10) break
+  }
+  list(s1 = s1, s2 = s2, beta = beta)
+}
+"""
+
+
+def test_glm_irls_matches_r_glm():
+    code = (
+        GLM_DATA_SETUP
+        + """
+    ga <- fit_ds("y ~ x1 + x2 + g", "gaussian", data = "'G'")
+    bi <- fit_ds("G$b ~ G$x1 + G$x2", "binomial", weights = "'G$w'")
+    po <- fit_ds("cnt ~ x2", "poisson", offset = "'G$lt'", data = "'G'")
+    rga <- glm(y ~ x1 + x2 + g, gaussian, data = G)
+    rbi <- suppressWarnings(glm(b ~ x1 + x2, binomial, data = G, weights = w))
+    rpo <- glm(cnt ~ x2 + offset(lt), poisson, data = G)
+    ds_out(list(ga = ga$beta, rga = unname(coef(rga)), bi = bi$beta, rbi = unname(coef(rbi)),
+                po = po$beta, rpo = unname(coef(rpo)),
+                dev_ga = ga$s2$dev, rdev_ga = deviance(rga),
+                dev_po = po$s2$dev, rdev_po = deviance(rpo),
+                s1 = ga$s1, s2_names = names(ga$s2),
+                counts = ga$s2[c("numsubs", "Nvalid", "Nmissing", "Ntotal", "disclosure.risk",
+                                 "errorMessage2")]))
+    """
+    )
+    out = run_r(code)
+    for ours, ref in (("ga", "rga"), ("bi", "rbi"), ("po", "rpo")):
+        assert np.allclose(out[ours], out[ref], rtol=1e-7, atol=1e-9), ours
+    assert _close(out["dev_ga"], out["rdev_ga"], 1e-7)
+    assert _close(out["dev_po"], out["rdev_po"], 1e-7)
+    s1 = out["s1"]
+    assert s1["dimX"] == [118, 5]
+    assert s1["coef.names"] == ["(Intercept)", "x1", "x2", "gv", "gw"]
+    assert s1["errorMessage"] == "No errors"
+    assert s1["Xpar.invalid"] == [0, 0, 0, 0, 0]
+    assert out["s2_names"] == [
+        "family",
+        "info.matrix",
+        "score.vect",
+        "numsubs",
+        "dev",
+        "Nvalid",
+        "Nmissing",
+        "Ntotal",
+        "disclosure.risk",
+        "errorMessage2",
+    ]
+    assert out["counts"] == {
+        "numsubs": 118,
+        "Nvalid": 118,
+        "Nmissing": 2,
+        "Ntotal": 120,
+        "disclosure.risk": 0,
+        "errorMessage2": "No errors",
+    }
+
+
+def test_glm_disclosure_traps():
+    code = (
+        GLM_DATA_SETUP
+        + """
+    G$rare <- c(1, 1, rep(0, n - 2))
+    s1 <- ds_eval("dsGatewayBase::glmDS1(rare ~ x2, 'binomial', NULL, NULL, 'G')")$value
+    s2 <- ds_eval("dsGatewayBase::glmDS2(rare ~ x2, 'binomial', '0,0', NULL, NULL, 'G')")$value
+    sx <- ds_eval("dsGatewayBase::glmDS1(y ~ rare, 'gaussian', NULL, NULL, 'G')")$value
+    H <- G[1:6, ]
+    sat <- ds_eval("dsGatewayBase::glmDS1(y ~ x2 + x1 + g, 'gaussian', NULL, NULL, 'H')")$value
+    bad_family <- ds_eval("dsGatewayBase::glmDS1(y ~ x2, 'quit', NULL, NULL, 'G')")
+    ds_out(list(s1 = s1[c("y.invalid", "errorMessage")],
+                s2 = s2[c("info.matrix", "score.vect", "disclosure.risk", "errorMessage2")],
+                sx = sx[c("Xpar.invalid", "errorMessage")],
+                sat = sat[c("glm.saturation.invalid", "errorMessage")],
+                bad_family = bad_family))
+    """
+    )
+    out = run_r(code)
+    assert out["s1"] == {
+        "y.invalid": 1,
+        "errorMessage": "STUDY DATA OR APPLIED MODEL INVALID FOR THIS SOURCE",
+    }
+    s2 = out["s2"]
+    assert s2["info.matrix"] is None and s2["score.vect"] is None  # both destroyed
+    assert s2["disclosure.risk"] == 1
+    assert s2["errorMessage2"][0].startswith("ERROR: y vector is binary")
+    assert s2["errorMessage2"][-1].startswith("MODEL FAILED")
+    assert out["sx"]["Xpar.invalid"] == [0, 1]
+    assert out["sat"]["glm.saturation.invalid"] == 1
+    assert not out["bad_family"]["ok"]
+    assert "family" in out["bad_family"]["error"]
+
+
+# ---------------------------------------------------------------------------
+# Phase 2: data frame subsets
+
+
+def test_data_frame_subset(tmp_path):
+    code = """
+    r1 <- ds_eval('dsGatewayBase::dataFrameSubsetDS1("D", "D$age", "50", 5, NULL, NULL, FALSE)')
+    S <- eval(parse(text = 'dsGatewayBase::dataFrameSubsetDS2("D", "D$age", "50", 5, NULL, NULL,
+                                                              FALSE)'), envir = globalenv())
+    SN <- eval(parse(text = 'dsGatewayBase::dataFrameSubsetDS2("D", "D$age", "50", 5, NULL, NULL,
+                                                               TRUE)'), envir = globalenv())
+    K <- eval(parse(text = 'dsGatewayBase::dataFrameSubsetDS2("D", "D$sex", "D$sex", 1, "1,2",
+                                                              NULL, FALSE)'), envir = globalenv())
+    R <- eval(parse(text = 'dsGatewayBase::dataFrameSubsetDS2("D", "ONES", "ONES", 1, NULL, "3",
+                                                              FALSE)'), envir = globalenv())
+    small <- ds_eval('dsGatewayBase::dataFrameSubsetDS2("D", "D$age", "1000", 5, NULL, NULL,
+                                                        FALSE)')
+    both <- ds_eval('dsGatewayBase::dataFrameSubsetDS2("D", "D$age", "0", 5, "1", "2", FALSE)')
+    ds_out(list(r1 = r1$value, n = nrow(S), ages = S$age, nn = nrow(SN), kcols = names(K),
+                krows = nrow(K), rcols = names(R), small = small, both = both))
+    """
+    out = run_r(code, data=DATA, tmp=tmp_path)
+    valid = _valid(AGE)
+    assert out["r1"] == "Subsetting undertaken without problems"
+    assert out["n"] == int((valid > 50).sum())
+    assert sorted(out["ages"]) == sorted(valid[valid > 50].tolist())
+    assert out["nn"] == int((valid > 50).sum()) + 3  # NAs kept
+    assert out["kcols"] == ["age", "bmi"] and out["krows"] == N
+    assert out["rcols"] == ["age", "bmi", "grp"]
+    assert not out["small"]["ok"]
+    assert out["small"]["error"] == "Subset to be created is too small (<nfilter.subset)"
+    assert not out["both"]["ok"]
+    assert out["both"]["error"] == "You can either specify keep.cols or rm.cols, not both"
+
+
+def test_data_frame_subset_difference_warning_and_bad_columns(tmp_path):
+    # dropping only the 3 rows with missing age: difference 3 is not < nfilter.subset 3
+    out = ds_call(
+        "dsGatewayBase::dataFrameSubsetDS1('D', 'D$age', '-1000', 5, NULL, NULL, FALSE)",
+        data=DATA,
+        tmp=tmp_path,
+    )
+    assert out["value"] == "Subsetting undertaken without problems"
+    out = ds_call(
+        "dsGatewayBase::dataFrameSubsetDS1('D', 'D$age', '-1000', 5, NULL, NULL, FALSE)",
+        setup="options(nfilter.subset = 4)\n",
+        data=DATA,
+        tmp=tmp_path,
+    )
+    assert isinstance(out["value"], list) and len(out["value"]) == 10
+    assert out["value"][0].startswith("Warning: DataSHIELD monitors every session")
+    out = ds_call(
+        "dsGatewayBase::dataFrameSubsetDS2('D', 'D$age', '0', 5, '1,x', NULL, FALSE)",
+        data=DATA,
+        tmp=tmp_path,
+    )
+    assert not out["ok"]
+    assert out["error"] == "FAILED: keep.cols argument contains non-numerics (disclosure risk)"
+    out = ds_call(
+        "dsGatewayBase::dataFrameSubsetDS2('D', 'D$age', '0', 9, NULL, NULL, FALSE)",
+        data=DATA,
+        tmp=tmp_path,
+    )
+    assert not out["ok"] and out["error"].startswith("FAILED: Boolean.operator must be")
