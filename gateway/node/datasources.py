@@ -269,16 +269,12 @@ def read_arrow(source: TableSource, variables: Sequence[str] | None = None) -> p
 
 
 def _read_parquet(source: TableSource, wanted: list[str] | None) -> pa.Table:
-    pf = pq.ParquetFile(source.location)
-    try:
-        schema = pf.schema_arrow
-        names = [n for n in schema.names if not _pandas_index(n)]
-        _check_unique(source, names)
-        columns = _select(source, names, wanted)
-        text = [n for n in columns if _is_text(schema.field(n).type)]
-        table = pf.read(columns=columns, read_dictionary=text or None)
-    finally:
-        pf.close()
+    schema = pq.read_schema(source.location)  # the footer only
+    names = [n for n in schema.names if not _pandas_index(n)]
+    _check_unique(source, names)
+    columns = _select(source, names, wanted)
+    text = [n for n in columns if _is_text(schema.field(n).type)]
+    table = pq.read_table(source.location, columns=columns, read_dictionary=text or None)
     return table.select(columns)
 
 
