@@ -132,8 +132,10 @@ histogramDS2 <- function(xvect, num.breaks, min, max, method.indicator, k, noise
   if (method.indicator == 1) {
     h <- make_hist(xvect, breaks(), "xvect")
     small <- which(h$counts > 0 & h$counts < nfilter.tab)
-    h$counts[small] <- 0
-    h$density[small] <- 0
+    if (length(small) > 0) {  # (counts stay integer when nothing is zeroed)
+      h$counts[small] <- 0
+      h$density[small] <- 0
+    }
     return(list(histobject = h, invalidcells = length(small)))
   }
   x <- as.vector(stats::na.omit(xvect))

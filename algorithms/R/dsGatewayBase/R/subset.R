@@ -45,10 +45,11 @@
     stop("FAILED: V[ii].name must be character", call. = FALSE)
   }
   source <- .get_object(df.name, envir, "df.name")
-  if (!is.data.frame(source) && !is.matrix(source)) {
+  # as dsBase: whatever data.frame() accepts (a data frame, matrix, vector, list)
+  df <- tryCatch(data.frame(source), error = function(e) NULL)
+  if (is.null(df)) {
     stop("FAILED: df.name argument must be character and must name a data.frame", call. = FALSE)
   }
-  df <- data.frame(source)
   n <- nrow(df)
 
   if (V1.name == "ONES" || V2.name == "ONES") {
