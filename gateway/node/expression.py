@@ -246,10 +246,10 @@ def _lexical_hint(ch: str | None, after: str) -> str:
     if ch is None:
         return "The expression is incomplete."
     code = ord(ch)
-    if code > 0x7E:
-        return "Only ASCII characters are allowed."
     if code < 0x20 or code == 0x7F:
         return "Control characters are not allowed."
+    if code > 0x7F:
+        return "Only ASCII characters are allowed."
     return _CHAR_HINTS.get(ch, f"The character {ch} is not allowed here.")
 
 
@@ -382,11 +382,24 @@ def _name_problem(text: str) -> str | None:
 
 # ------------------------------------------------------------------------- parsing
 
+_STARTS = frozenset([_LPAREN, _NUMBER, _RANGE, _IDENT, _STRING, _DBLSTRING])
 _EXP_START = ['"("', "<NUMBER>", "<RANGE>", "<R_IDENTIFIER>", "<R_STRING>", "<R_DBLSTRING>"]
 _BINARY_OPS = ["<R_OPERATOR>", "<COMMON_OPERATOR>"]
-_EXPECT_ROOT_END = [*_BINARY_OPS, '";"', "<EOF>"]
-_EXPECT_ARG_END = [*_BINARY_OPS, "<COMMA>", '")"']
-_EXPECT_PAREN_END = [*_BINARY_OPS, '")"']
+_FORMULA_OPS = ["<COMMON_OPERATOR>", "<F_OPERATOR>"]
+_ROOT_END = ['";"', "<EOF>"]
+_ARG_END = ["<COMMA>", '")"']
+_PAREN_END = ['")"']
+_FORMULA_HINT = "A formula may only combine names and numbers with + - * ^ : %in% and ( )."
+
+
+def _ends_with_formula(node: Node | Arg) -> bool:
+    if isinstance(node, Arg):
+        node = node.value
+    if isinstance(node, BinaryChain):
+        node = node.operands[-1]
+    return isinstance(node, Formula)
+
+
 _EXPECT_FORMULA_ITEM = ['"("', "<R_IDENTIFIER>", "<NUMBER>"]
 
 
@@ -440,7 +453,20 @@ class _Parser:
                 )
         if tok.text == "=" and prev is not None and prev.text in ("=", "!"):
             return "Comparison operators (==, !=, <, >) are not allowed."
+        if tok.kind == _NUMBER and tok.text.startswith("-"):
+            return (
+                "The grammar reads '-' followed by a digit as a negative number: write "
+                "a space after '-' to subtract."
+            )
         return None
+
+    def _fail_after(
+        self, node: Node | Arg, tok: _Token, closers: list[str], hint: str | None = None
+    ) -> ExpressionRefused:
+        """The error for an unexpected token after a complete (sub)expression."""
+        if _ends_with_formula(node):
+            return self._fail(tok, _FORMULA_OPS + closers, hint or _FORMULA_HINT)
+        return self._fail(tok, _BINARY_OPS + closers, hint)
 
     def _expect(self, kind: str, expected: list[str]) -> _Token:
         tok = self._peek()
@@ -473,7 +499,10 @@ class _Parser:
             if tok.kind != _EOF:
                 raise self._fail(tok, ["<EOF>"], _ONE_EXPRESSION)
         elif tok.kind != _EOF:
-            raise self._fail(tok, _EXPECT_ROOT_END, self._parse_hint(tok) or _ONE_EXPRESSION)
+            hint = self._parse_hint(tok)
+            if hint is None and tok.kind in _STARTS:
+                hint = _ONE_EXPRESSION
+            raise self._fail_after(node, tok, _ROOT_END, hint)
         return node
 
     def _formula_ahead(self) -> bool:
@@ -558,7 +587,9 @@ class _Parser:
                 raise self._too_deep()
             self.pos += 1
             inner = self.exp(depth + 1)
-            self._expect(_RPAREN, _EXPECT_PAREN_END)
+            if self._peek().kind != _RPAREN:
+                raise self._fail_after(inner, self._peek(), _PAREN_END)
+            self.pos += 1
             return inner  # the AST itself keeps the grouping
         raise self._fail(tok, _EXP_START)
 
@@ -577,13 +608,14 @@ class _Parser:
         args: list[Arg] = []
         if self._peek().kind != _RPAREN:
             while True:
-                args.append(self.argument(depth + 1))
+                arg = self.argument(depth + 1)
+                args.append(arg)
                 tok = self._peek()
                 if tok.kind == _COMMA:
                     self.pos += 1
                     continue
                 if tok.kind != _RPAREN:
-                    raise self._fail(tok, _EXPECT_ARG_END)
+                    raise self._fail_after(arg, tok, _ARG_END)
                 break
         self.pos += 1  # ")"
         return Call(name_tok.text, tuple(args))
@@ -603,14 +635,12 @@ class _Parser:
                     raise self._too_deep()
                 self.pos += 1
                 items.append(self.formula_term(depth + 1, True))
-                self._expect(_RPAREN, ['")"', "<COMMON_OPERATOR>", "<F_OPERATOR>"])
+                self._expect(_RPAREN, [*_FORMULA_OPS, '")"'])
             elif tok.kind == _IDENT:
                 self.pos += 1
                 if self._peek().kind == _LPAREN:
                     raise self._fail(
-                        self._peek(),
-                        ["<COMMON_OPERATOR>", "<F_OPERATOR>"],
-                        "Function calls are not allowed in formulas.",
+                        self._peek(), _FORMULA_OPS, "Function calls are not allowed in formulas."
                     )
                 items.append(self._symbol(tok))
             elif tok.kind == _NUMBER:
