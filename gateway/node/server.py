@@ -1,0 +1,60 @@
+"""Serving the gateway with waitress: in the foreground (the CLI) or in a background
+thread (the demo and the tests, which talk to it over real HTTP on loopback)."""
+
+from __future__ import annotations
+
+import threading
+
+import waitress
+from flask import Flask
+from waitress.server import create_server
+
+__all__ = ["BackgroundServer", "serve_forever"]
+
+
+def _options(app: Flask, threads: int) -> dict:
+    cfg = app.extensions["dsgateway"].config
+    return {
+        "threads": threads or cfg.server.threads,
+        # Flask refuses bodies over max_body with a clear message; waitress only
+        # guards against absurd ones.
+        "max_request_body_size": max(cfg.server.max_body * 4, 1 << 20),
+        "ident": "dsgateway",
+        "channel_timeout": 3600,  # /lastresult may wait for a long command
+    }
+
+
+def serve_forever(app: Flask, host: str, port: int, threads: int = 0) -> None:
+    waitress.serve(app, host=host, port=port, **_options(app, threads))
+
+
+class BackgroundServer:
+    """The app on host:port (0: any free port) in a daemon thread; `url` says where."""
+
+    def __init__(self, app: Flask, host: str = "127.0.0.1", port: int = 0, threads: int = 0):
+        self.app = app
+        self._server = create_server(app, host=host, port=port, **_options(app, threads))
+        self.host = host
+        self.port = self._server.effective_port
+        self.url = f"http://{host}:{self.port}"
+        self._thread = threading.Thread(target=self._run, name="dsgateway-http", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self._server.run()
+        except OSError:
+            pass  # closed under our feet by stop()
+
+    def start(self) -> BackgroundServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.close()
+        self._thread.join(timeout=10)
+
+    def __enter__(self) -> BackgroundServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
