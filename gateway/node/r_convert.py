@@ -19,6 +19,8 @@ dictionary<other>                            decoded, then as its value type
 date32, date64                               Date (double days since 1970-01-01)
 timestamp (any unit, with or without tz)     POSIXct (double seconds, ``tzone = "UTC"``;
                                              naive timestamps are read as UTC)
+time32, time64                               factor of "HH:MM:SS" text (R has no
+                                             time-of-day type)
 null                                         logical, all NA
 ==========================================  ===============================================
 
@@ -99,7 +101,7 @@ def _column(name: str, col: pa.ChunkedArray, n: int) -> ri.Sexp:
     if _is_string_type(t):
         return _factor(col, n)
     if pa.types.is_floating(t) or pa.types.is_decimal(t):
-        return _double(col.cast(pa.float64()) if t != pa.float64() else col)
+        return _double(col.cast(pa.float64(), safe=False) if t != pa.float64() else col)
     if pa.types.is_integer(t):
         return _integer(col)
     if pa.types.is_boolean(t):
@@ -107,16 +109,19 @@ def _column(name: str, col: pa.ChunkedArray, n: int) -> ri.Sexp:
     if pa.types.is_date32(t):
         return _with_class(_double(col.cast(pa.int32()).cast(pa.float64())), ["Date"])
     if pa.types.is_date64(t):
-        days = pc.divide(col.cast(pa.int64()).cast(pa.float64()), 86_400_000.0)
+        days = pc.divide(col.cast(pa.int64()).cast(pa.float64(), safe=False), 86_400_000.0)
         return _with_class(_double(pc.floor(days)), ["Date"])
     if pa.types.is_timestamp(t):
         per_second = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}[t.unit]
-        seconds = col.cast(pa.int64()).cast(pa.float64())
+        seconds = col.cast(pa.int64()).cast(pa.float64(), safe=False)
         if per_second != 1.0:
             seconds = pc.divide(seconds, per_second)
         vec = _with_class(_double(seconds), ["POSIXct", "POSIXt"])
         vec.do_slot_assign("tzone", ri.StrSexpVector(["UTC"]))
         return vec
+    if pa.types.is_time(t):
+        # R has no time-of-day type: "HH:MM:SS[.fff]" text, as read.csv would keep it.
+        return _factor(col.cast(pa.string()), n)
     if pa.types.is_null(t):
         return _logical(pa.chunked_array([np.full(n, NA_INTEGER, dtype=np.int32)]))
     raise BadRequest(f"Column '{name}' has type {t}, which cannot be given to R")
