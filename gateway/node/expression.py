@@ -36,6 +36,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from gateway.node.errors import ExpressionRefused, GatewayError
 
@@ -108,8 +109,7 @@ _STRING_CHAR_SET = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class _Token:
+class _Token(NamedTuple):
     kind: str
     text: str
     line: int
@@ -349,12 +349,17 @@ _CONSTANTS = frozenset(
     ]
 )
 _NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9._]*\Z")
+_SIMPLE_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9._]*(?:\$[A-Za-z][A-Za-z0-9._]*)?\Z")
 _UNSIGNED_NUMBER_RE = re.compile(r"(?:[0-9]+(?:\.[0-9]+)?|\.[0-9]+)(?:[eE][0-9]+)?L?\Z")
 
 
 def _name_problem(text: str) -> str | None:
     """Why an R_IDENTIFIER is not something R reads as names and differences (`D$a-D$b`),
     or None if it is fine."""
+    if _SIMPLE_NAME_RE.match(text):  # the common case: `D`, `D$age`, `TRUE`
+        head, _, tail = text.partition("$")
+        if head not in _RESERVED and tail not in _RESERVED and tail not in _CONSTANTS:
+            return None
     pieces = text.split("-")
     if pieces[-1] == "":
         return f"The name '{text}' may not end with '-'."
@@ -409,12 +414,15 @@ class _Parser:
     def __init__(self, expr: str):
         self.expr = expr
         self.tokens = _tokenize(expr)
+        # The last token (end or error) is never consumed; a copy of it lets the parser
+        # look one token further without a bounds check.
+        self.tokens.append(self.tokens[-1])
         self.pos = 0
 
     # -- token access: an error token raises as soon as the parser looks at it
 
     def _peek(self, k: int = 0) -> _Token:
-        tok = self.tokens[min(self.pos + k, len(self.tokens) - 1)]
+        tok = self.tokens[self.pos + k]
         if tok.error is not None:
             raise _refuse(self.expr, tok.error)
         return tok
