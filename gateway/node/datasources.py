@@ -112,6 +112,14 @@ class TableSource:
     location: str
     query: str | None = None
 
+    def __repr__(self) -> str:
+        # A database URL may hold a password: never let it reach a log.
+        location = _hide_password(self.location) if self.kind == "sql" else self.location
+        return (
+            f"TableSource(ref={self.ref!r}, kind={self.kind!r}, location={location!r}, "
+            f"query={self.query!r})"
+        )
+
 
 @dataclass(frozen=True)
 class _SqlTable:
@@ -125,7 +133,9 @@ class TableCatalogue:
 
     ``sql_tables`` entries: ``{"table": "p/f/t", "url": <SQLAlchemy URL>, "query":
     "SELECT ..."}`` or ``{"table": ..., "url": ..., "sql_table": "name"}`` (optionally
-    with ``"schema"``). A bad entry raises ``ValueError`` here, at start-up.
+    with ``"schema"``). Instead of ``url``, ``url_env`` names an environment variable
+    holding the URL, so a password need not be written in the configuration file. A bad
+    entry raises ``ValueError`` here, at start-up.
     """
 
     def __init__(self, data_dir: Path | str, sql_tables: Sequence[Mapping[str, Any]] = ()):
@@ -328,14 +338,22 @@ def _sql_entry(i: int, entry: Mapping[str, Any]) -> _SqlTable:
     where = f"sql_tables[{i}]"
     if not isinstance(entry, Mapping):
         raise ValueError(f"{where}: expected a mapping with table, url and query or sql_table")
-    unknown = set(entry) - {"table", "url", "query", "sql_table", "schema"}
+    unknown = set(entry) - {"table", "url", "url_env", "query", "sql_table", "schema"}
     if unknown:
         raise ValueError(f"{where}: unknown keys {sorted(unknown)}")
     try:
         ref = TableRef.parse(entry.get("table"))
     except BadRequest as e:
         raise ValueError(f"{where}: {e.message}") from None
-    url = entry.get("url")
+    url, url_env = entry.get("url"), entry.get("url_env")
+    if (url is None) == (url_env is None):
+        raise ValueError(f"{where} ({ref}): give exactly one of 'url' and 'url_env'")
+    if url_env is not None:
+        if not isinstance(url_env, str) or not os.environ.get(url_env):
+            raise ValueError(
+                f"{where} ({ref}): environment variable {url_env!r} (url_env) is not set"
+            )
+        url = os.environ[url_env]
     if not isinstance(url, str) or not url:
         raise ValueError(f"{where} ({ref}): 'url' must be a SQLAlchemy database URL")
     query, sql_table, schema = entry.get("query"), entry.get("sql_table"), entry.get("schema")
@@ -514,6 +532,13 @@ def _subdirs(path: str) -> list[str]:
         return sorted(e.name for e in os.scandir(path) if e.is_dir())
     except OSError:
         return []
+
+
+def _hide_password(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<database URL>"
 
 
 def _describe(source: TableSource) -> str:

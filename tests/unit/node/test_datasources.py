@@ -557,6 +557,24 @@ def test_sql_config_errors(tmp_path, entry, message):
         TableCatalogue(tmp_path, [entry])
 
 
+def test_sql_url_from_environment_and_password_never_in_repr(tmp_path, sqlite_db, monkeypatch):
+    monkeypatch.setenv("DSG_TEST_DB_URL", sqlite_db)
+    cat = TableCatalogue(
+        tmp_path, [{"table": "p/f/t", "url_env": "DSG_TEST_DB_URL", "sql_table": "patients"}]
+    )
+    assert read_arrow(cat.resolve("p/f/t"), ["id"]).num_rows == 3
+    src = TableSource(TableRef("p", "f", "t"), "sql", "postgresql://u:s3cret@db/x", "SELECT 1")
+    assert "s3cret" not in repr(src) and "***" in repr(src)
+    assert "s3cret" not in str(src)
+    monkeypatch.delenv("DSG_TEST_DB_URL")
+    with pytest.raises(ValueError, match="DSG_TEST_DB_URL"):
+        TableCatalogue(tmp_path, [{"table": "p/f/t", "url_env": "DSG_TEST_DB_URL", "query": "x"}])
+    with pytest.raises(ValueError, match="exactly one of 'url' and 'url_env'"):
+        TableCatalogue(
+            tmp_path, [{"table": "p/f/t", "url": "sqlite://", "url_env": "X", "query": "x"}]
+        )
+
+
 def test_sql_config_duplicate(tmp_path):
     e = {"table": "p/f/t", "url": "sqlite://", "sql_table": "t"}
     with pytest.raises(ValueError, match="twice"):
