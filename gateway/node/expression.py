@@ -40,7 +40,23 @@ from typing import NamedTuple
 
 from gateway.node.errors import ExpressionRefused, GatewayError
 
-__all__ = ["MAX_DEPTH", "MAX_LENGTH", "check_aggregate", "check_assign", "parse"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_LENGTH",
+    "Arg",
+    "BinaryChain",
+    "Call",
+    "Formula",
+    "FormulaTerm",
+    "Node",
+    "Number",
+    "Range",
+    "String",
+    "Symbol",
+    "check_aggregate",
+    "check_assign",
+    "parse",
+]
 
 MAX_LENGTH = 10_000
 MAX_DEPTH = 64
