@@ -966,3 +966,90 @@ def test_data_frame_subset_difference_warning_and_bad_columns(tmp_path):
         tmp=tmp_path,
     )
     assert not out["ok"] and out["error"].startswith("FAILED: Boolean.operator must be")
+
+
+# ---------------------------------------------------------------------------
+# Contract with the gateway: the expressions dsBaseClient sends pass the DataSHIELD
+# grammar with this package's declared methods, and the rewritten R code runs.
+
+CLIENT_ASSIGNS = [
+    (
+        "T1",
+        'tableDS.assign(rvar.transmit = "D$grp", cvar.transmit = "D$sex", stvar.transmit = NULL, '
+        'rvar.all.unique.levels.transmit = "a,b,c", cvar.all.unique.levels.transmit = "f,m", '
+        "stvar.all.unique.levels.transmit = NULL, exclude.transmit = NULL, "
+        'useNA.transmit = "always")',
+    ),
+    ("N1", 'asNumericDS("D$sex")'),
+    ("F1", 'asFactorDS2("D$grp", "a,b,c", FALSE, 1)'),
+    ("S1", 'dataFrameSubsetDS2("D", "D$age", "50", 5, NULL, NULL, FALSE)'),
+    ("V1", "c(1,2,3)"),
+    ("L1", "list(D$age, D$bmi)"),
+]
+CLIENT_AGGREGATES = [
+    "meanDS(D$age)",
+    "varDS(D$age)",
+    'dimDS("D")',
+    'colnamesDS("D")',
+    'classDS("D$sex")',
+    'lengthDS("D$age")',
+    'exists("D")',
+    "numNaDS(D$age)",
+    "isValidDS(D$age)",
+    "quantileMeanDS(D$age)",
+    'namesDS("D")',
+    "levelsDS(D$grp)",
+    'lsDS(search.filter = "_:A:_", 1L)',
+    "listDisclosureSettingsDS()",
+    'asFactorDS1("D$grp")',
+    "table1DDS(D$grp)",
+    'tableDS(rvar.transmit = "D$grp", cvar.transmit = "D$sex", stvar.transmit = NULL, '
+    'rvar.all.unique.levels.transmit = "a,b,c", cvar.all.unique.levels.transmit = "f,m", '
+    "stvar.all.unique.levels.transmit = NULL, exclude.transmit = NULL, "
+    'useNA.transmit = "always", force.nfilter.transmit = NULL)',
+    'tableDS2(newobj = "T1", rvar.transmit = "D$grp", cvar.transmit = "D$sex", '
+    "stvar.transmit = NULL)",
+    "histogramDS1(D$age,1,3,0.25)",
+    "histogramDS2(D$age,8,10.5,90.25,1,3,0.25)",
+    'corDS("D$age", "D$bmi")',
+    'covDS("D$age", "D$bmi", "pairwise.complete")',
+    'glmDS1(D$bmi ~ D$age + D$sex, "gaussian", NULL, NULL, NULL)',
+    'glmDS2(D$bmi ~ D$age + D$sex, "gaussian", "20,-0.01,1.5e-05", NULL, NULL, NULL)',
+    'glmDS1(bmi ~ age * sex, "gaussian", NULL, NULL, "D")',
+    'dataFrameSubsetDS1("D", "D$age", "50", 5, NULL, NULL, FALSE)',
+    'testObjExistsDS("T1")',
+    'messageDS("T1")',
+    "isNaDS(D$age)",
+    "checkNegValueDS(D$bmi)",
+]
+
+
+def test_client_expressions_pass_gateway_grammar_and_run(tmp_path):
+    expression = pytest.importorskip("gateway.node.expression")
+    methods = pytest.importorskip("gateway.node.methods")
+    fields = run_r(
+        f"""
+        d <- read.dcf({json.dumps(str(PKG_SRC / "DESCRIPTION"))},
+                      fields = c("AggregateMethods", "AssignMethods"))
+        ds_out(list(agg = d[1, 1], ass = d[1, 2]))
+        """
+    )
+    agg = dict(methods.parse_methods("dsGatewayBase", fields["agg"]))
+    ass = dict(methods.parse_methods("dsGatewayBase", fields["ass"]))
+    lines = ["options(datashield.seed = 1)", "res <- list()"]
+    for symbol, expr in CLIENT_ASSIGNS:
+        code = expression.check_assign(expr, ass)
+        assert "dsGatewayBase::" in code or "base::" in code
+        lines.append(f"res[[{json.dumps(symbol)}]] <- ds_eval({json.dumps(code)})")
+        lines.append(
+            f"if (res[[{json.dumps(symbol)}]]$ok) "
+            f"assign({json.dumps(symbol)}, res[[{json.dumps(symbol)}]]$value, envir = globalenv())"
+        )
+    for i, expr in enumerate(CLIENT_AGGREGATES):
+        code = expression.check_aggregate(expr, agg)
+        lines.append(f"res[[{json.dumps(str(i))}]] <- ds_eval({json.dumps(code)})")
+    lines.append("ds_out(lapply(res, function(r) if (r$ok) 'ok' else r$error))")
+    out = run_r("\n".join(lines), data=DATA, tmp=tmp_path)
+    failed = {k: v for k, v in out.items() if v != "ok"}
+    assert not failed, failed
+    assert len(out) == len(CLIENT_ASSIGNS) + len(CLIENT_AGGREGATES)
