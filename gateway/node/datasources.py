@@ -21,7 +21,8 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from gateway.node.errors import BadRequest, NotFound
+from gateway.node.errors import BadRequest, GatewayError, NotFound
 
 __all__ = [
     "FOLDER_RE",
@@ -168,10 +169,14 @@ class TableCatalogue:
             if not PROJECT_RE.fullmatch(project):
                 continue
             project_dir = os.path.join(self._root, project)
+            if not self._inside(project_dir):
+                continue
             for folder in _subdirs(project_dir):
                 if not FOLDER_RE.fullmatch(folder):
                     continue
                 folder_dir = os.path.join(project_dir, folder)
+                if not self._inside(folder_dir):
+                    continue
                 try:
                     entries = list(os.scandir(folder_dir))
                 except OSError:
@@ -238,6 +243,10 @@ class TableCatalogue:
         CSV's header and first MiB, a SQL table's reflected columns (or, for a query,
         types inferred from its first rows). ``opal_value_type`` names them for Opal."""
         source = self.resolve(name)
+        with _reading(source):
+            return self._columns(source)
+
+    def _columns(self, source: TableSource) -> list[tuple[str, pa.DataType]]:
         if source.kind == "parquet":
             schema = pq.read_schema(source.location)
             return [(f.name, f.type) for f in schema if not _pandas_index(f.name)]
@@ -269,13 +278,28 @@ def read_arrow(source: TableSource, variables: Sequence[str] | None = None) -> p
     dictionary-encoded, which is faster and which r_convert turns into factors).
     """
     wanted = _dedupe(variables)
-    if source.kind == "parquet":
-        return _read_parquet(source, wanted)
-    if source.kind == "csv":
-        return _read_csv(source, wanted)
-    if source.kind == "sql":
-        return _read_sql(source, wanted)
-    raise ValueError(f"unknown table source kind {source.kind!r}")
+    readers = {"parquet": _read_parquet, "csv": _read_csv, "sql": _read_sql}
+    if source.kind not in readers:
+        raise ValueError(f"unknown table source kind {source.kind!r}")
+    with _reading(source):
+        return readers[source.kind](source, wanted)
+
+
+@contextmanager
+def _reading(source: TableSource) -> Iterator[None]:
+    """A failure to read a table's data (a corrupt file, a database error) becomes a
+    GatewayError (500) whose message names the table but not the file path, SQL or
+    database address, which stay in the node's log."""
+    try:
+        yield
+    except GatewayError:
+        raise
+    except Exception as e:
+        log.exception("reading table %s (%r) failed", source.ref, source)
+        raise GatewayError(
+            f"Table '{source.ref}' could not be read ({type(e).__name__}); "
+            "the node's log has the details"
+        ) from None
 
 
 def _read_parquet(source: TableSource, wanted: list[str] | None) -> pa.Table:

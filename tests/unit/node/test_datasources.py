@@ -23,7 +23,7 @@ from gateway.node.datasources import (
     opal_value_type,
     read_arrow,
 )
-from gateway.node.errors import BadRequest, NotFound
+from gateway.node.errors import BadRequest, GatewayError, NotFound
 from gateway.node.exampledata import generate_example_data
 
 PG_URL = os.environ.get("DSGATEWAY_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -310,6 +310,20 @@ def test_pandas_categorical_and_nullable_ints(data_dir):
     assert t.column("n").to_pylist() == [1, None, 3]
     assert t.column("f").to_pylist()[1] is None  # pandas NaN is stored as null
     assert t.column("cat").to_pylist() == ["b", None, "a"]
+
+
+def test_unreadable_file_fails_without_revealing_the_path(data_dir, caplog):
+    path = data_dir / "demo" / "cohort" / "broken.parquet"
+    path.write_bytes(b"not a parquet file at all")
+    cat = TableCatalogue(data_dir, [])
+    src = cat.resolve("demo/cohort/broken")
+    with pytest.raises(GatewayError, match="'demo/cohort/broken' could not be read") as info:
+        read_arrow(src, None)
+    assert info.value.status == 500
+    assert str(data_dir) not in info.value.message
+    assert str(data_dir) in caplog.text  # the details are logged
+    with pytest.raises(GatewayError, match="could not be read"):
+        cat.columns("demo/cohort/broken")
 
 
 def test_columns_parquet(catalogue):
