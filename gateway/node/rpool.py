@@ -1,0 +1,229 @@
+"""The web process's handle on R: a zygote process and the session workers it forks.
+
+`RPool.acquire()` hands out a fresh R process (one per DataSHIELD session), taken from a
+small set of workers forked in advance so that a login does not wait. `WorkerHandle.call`
+sends one operation and waits for its answer, enforcing the command time limit: first
+an interrupt (R stops the evaluation, the session survives), then a kill.
+"""
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+
+from gateway.node.errors import BadRequest, RSessionFailed
+from gateway.node.limits import Limits
+from gateway.node.methods import PackageInfo
+from gateway.node.rchannel import ChannelClosed, recv_msg, send_msg
+from gateway.node.rworker import RError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["RError", "RPool", "WorkerHandle"]
+
+
+class WorkerHandle:
+    """One session's R process. Calls are serialised: one command at a time."""
+
+    def __init__(self, sock: socket.socket, pid: int, limits: Limits):
+        self.sock = sock
+        self.pid = pid
+        self.limits = limits
+        self.dead_reason: str | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def alive(self) -> bool:
+        return self.dead_reason is None
+
+    def call(self, op: str, timeout: float | None = None, **args):
+        with self._lock:
+            if self.dead_reason:
+                raise RSessionFailed(self.dead_reason)
+            try:
+                send_msg(self.sock, {"op": op, **args})
+                reply = self._wait_reply(timeout)
+            except (ChannelClosed, OSError):
+                self._mark_dead(
+                    "The R process of this session stopped unexpectedly (it crashed, ran out "
+                    "of memory or was killed); start a new session to continue."
+                )
+                raise RSessionFailed(self.dead_reason) from None
+        if reply["ok"]:
+            return reply["value"]
+        if reply["kind"] == "r":
+            raise RError(reply["message"])
+        if reply["kind"] == "bad_request":
+            raise BadRequest(reply["message"])
+        raise RSessionFailed(f"Internal error in the R session: {reply['message']}")
+
+    def _wait_reply(self, timeout: float | None):
+        if timeout is None:
+            self.sock.settimeout(None)
+            return recv_msg(self.sock)
+        self.sock.settimeout(timeout)
+        try:
+            return recv_msg(self.sock)
+        except TimeoutError:
+            pass
+        # Over the time limit: ask R to stop; a well-behaved evaluation ends at once.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGINT)
+        self.sock.settimeout(self.limits.interrupt_grace)
+        try:
+            reply = recv_msg(self.sock)
+        except TimeoutError:
+            self.kill()
+            self._mark_dead(
+                f"The command exceeded the time limit of {timeout:g} s and did not stop when "
+                "interrupted, so its R session was ended; start a new session to continue."
+            )
+            raise RSessionFailed(self.dead_reason) from None
+        finally:
+            self.sock.settimeout(None)
+        if not reply["ok"] and reply.get("message") == "interrupted":
+            return {
+                "ok": False,
+                "kind": "r",
+                "message": f"Error : the command exceeded the time limit of {timeout:g} s "
+                "and was stopped",
+            }
+        return reply  # it finished in the grace period
+
+    def _mark_dead(self, reason: str) -> None:
+        if self.dead_reason is None:
+            self.dead_reason = reason
+        self.kill()
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    def close(self) -> None:
+        """End the session's R process (logout, idle timeout, gateway stop)."""
+        if self.dead_reason is None:
+            self.dead_reason = "The R session was closed."
+        self.kill()
+
+
+class RPool:
+    """Starts the zygote and keeps `limits.warm_workers` R processes ready."""
+
+    def __init__(self, r_lib: str | None = None, limits: Limits | None = None):
+        self.r_lib = r_lib
+        self.limits = limits or Limits()
+        self._control: socket.socket | None = None
+        self._zygote: subprocess.Popen | None = None
+        self._packages: list[PackageInfo] = []
+        self._warm: deque[WorkerHandle] = deque()
+        self._lock = threading.Lock()  # guards the control socket and the zygote
+        self._refill = threading.Event()
+        self._stopping = False
+        self._refiller: threading.Thread | None = None
+
+    # -- life cycle --------------------------------------------------------------------
+
+    def start(self) -> "RPool":
+        with self._lock:
+            self._start_zygote()
+        self._refiller = threading.Thread(target=self._refill_loop, name="rpool-refill",
+                                          daemon=True)
+        self._refiller.start()
+        self._refill.set()
+        return self
+
+    def _start_zygote(self) -> None:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        cmd = [sys.executable, "-m", "gateway.node.rzygote", str(child.fileno()),
+               self.r_lib or ""]
+        self._zygote = subprocess.Popen(cmd, pass_fds=[child.fileno()], close_fds=True)
+        child.close()
+        parent.settimeout(120)
+        try:
+            hello = recv_msg(parent)
+        except (ChannelClosed, OSError, TimeoutError) as err:
+            self._zygote.kill()
+            raise RuntimeError(f"R could not be started: {err}") from err
+        parent.settimeout(None)
+        if not hello.get("ready"):
+            raise RuntimeError(f"R could not be started: {hello.get('error')}")
+        self._control = parent
+        self._packages = [PackageInfo(**p) for p in hello["packages"]]
+        log.info("R zygote %s ready with DataSHIELD packages %s", hello["pid"],
+                 [p.name for p in self._packages])
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._refill.set()
+        with self._lock:
+            while self._warm:
+                self._warm.popleft().close()
+            if self._control is not None:
+                self._control.close()
+                self._control = None
+            if self._zygote is not None:
+                self._zygote.kill()
+                self._zygote.wait(timeout=10)
+                self._zygote = None
+
+    def packages(self) -> list[PackageInfo]:
+        return list(self._packages)
+
+    # -- workers -------------------------------------------------------------------------
+
+    def _fork(self) -> WorkerHandle:
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        with self._lock:
+            if self._stopping:
+                raise RSessionFailed("The gateway is stopping.")
+            for attempt in range(2):
+                try:
+                    send_msg(self._control, {"op": "fork"}, fds=[theirs.fileno()])
+                    reply = recv_msg(self._control)
+                    break
+                except (ChannelClosed, OSError, AttributeError):
+                    if attempt:
+                        raise
+                    log.warning("R zygote is gone; starting a new one")
+                    self._start_zygote()
+        theirs.close()
+        return WorkerHandle(mine, reply["pid"], self.limits)
+
+    def _refill_loop(self) -> None:
+        while not self._stopping:
+            self._refill.wait()
+            self._refill.clear()
+            while not self._stopping and len(self._warm) < self.limits.warm_workers:
+                try:
+                    self._warm.append(self._fork())
+                except Exception:
+                    log.exception("could not fork a warm R worker")
+                    time.sleep(1)
+                    break
+
+    def acquire(self, options: dict[str, str]) -> WorkerHandle:
+        """A fresh R process with the profile's options set and the memory limit applied."""
+        worker = None
+        while self._warm:
+            candidate = self._warm.popleft()
+            if candidate.alive:
+                worker = candidate
+                break
+        self._refill.set()
+        if worker is None:
+            worker = self._fork()
+        try:
+            worker.call("init", timeout=60, options=options,
+                        memory_mb=self.limits.memory_per_session)
+        except RError as err:
+            worker.close()
+            raise RSessionFailed(f"The R session could not apply the profile: {err}") from None
+        return worker
