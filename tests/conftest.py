@@ -27,9 +27,16 @@ def faults_lib(tmp_path_factory, r_lib) -> str:
     """The project library plus dsTestFaults (endless loops, memory bombs, a canary)."""
     lib = tmp_path_factory.mktemp("rlib-faults")
     subprocess.run(
-        ["R", "CMD", "INSTALL", "--no-multiarch", f"--library={lib}",
-         str(ROOT / "tests" / "fixtures" / "dsTestFaults")],
-        check=True, capture_output=True,
+        [
+            "R",
+            "CMD",
+            "INSTALL",
+            "--no-multiarch",
+            f"--library={lib}",
+            str(ROOT / "tests" / "fixtures" / "dsTestFaults"),
+        ],
+        check=True,
+        capture_output=True,
     )
     return f"{lib}{os.pathsep}{r_lib}"
 
@@ -43,9 +50,12 @@ def example_data(tmp_path_factory) -> Path:
     return data_dir
 
 
-@pytest.fixture
-def canary(tmp_path, monkeypatch) -> Path:
-    """A file that dsTestFaults::canaryDS appends to whenever R runs it."""
-    path = tmp_path / "canary.log"
-    monkeypatch.setenv("DSGATEWAY_CANARY", str(path))
+@pytest.fixture(scope="session")
+def canary(tmp_path_factory) -> Path:
+    """A file that dsTestFaults::canaryDS appends to whenever R runs it.
+
+    R processes inherit the environment when the pool starts, so request this fixture
+    before any gateway or pool fixture that should see it."""
+    path = tmp_path_factory.mktemp("canary") / "canary.log"
+    os.environ["DSGATEWAY_CANARY"] = str(path)
     return path

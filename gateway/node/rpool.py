@@ -134,16 +134,16 @@ class RPool:
     def start(self) -> "RPool":
         with self._lock:
             self._start_zygote()
-        self._refiller = threading.Thread(target=self._refill_loop, name="rpool-refill",
-                                          daemon=True)
+        self._refiller = threading.Thread(
+            target=self._refill_loop, name="rpool-refill", daemon=True
+        )
         self._refiller.start()
         self._refill.set()
         return self
 
     def _start_zygote(self) -> None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        cmd = [sys.executable, "-m", "gateway.node.rzygote", str(child.fileno()),
-               self.r_lib or ""]
+        cmd = [sys.executable, "-m", "gateway.node.rzygote", str(child.fileno()), self.r_lib or ""]
         self._zygote = subprocess.Popen(cmd, pass_fds=[child.fileno()], close_fds=True)
         child.close()
         parent.settimeout(120)
@@ -157,8 +157,11 @@ class RPool:
             raise RuntimeError(f"R could not be started: {hello.get('error')}")
         self._control = parent
         self._packages = [PackageInfo(**p) for p in hello["packages"]]
-        log.info("R zygote %s ready with DataSHIELD packages %s", hello["pid"],
-                 [p.name for p in self._packages])
+        log.info(
+            "R zygote %s ready with DataSHIELD packages %s",
+            hello["pid"],
+            [p.name for p in self._packages],
+        )
 
     def stop(self) -> None:
         self._stopping = True
@@ -221,8 +224,9 @@ class RPool:
         if worker is None:
             worker = self._fork()
         try:
-            worker.call("init", timeout=60, options=options,
-                        memory_mb=self.limits.memory_per_session)
+            worker.call(
+                "init", timeout=60, options=options, memory_mb=self.limits.memory_per_session
+            )
         except RError as err:
             worker.close()
             raise RSessionFailed(f"The R session could not apply the profile: {err}") from None

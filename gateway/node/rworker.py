@@ -212,9 +212,7 @@ class RRuntime:
         return [str(n) for n in names]
 
     def op_rm(self, symbol: str) -> None:
-        self.ri.baseenv.find("rm")(
-            list=self.ri.StrSexpVector([symbol]), envir=self.ri.globalenv
-        )
+        self.ri.baseenv.find("rm")(list=self.ri.StrSexpVector([symbol]), envir=self.ri.globalenv)
 
     def op_save_workspace(self, path: str) -> None:
         self._helper("save_workspace")(self.ri.StrSexpVector([path]))

@@ -42,8 +42,9 @@ WORKSPACE_RE = re.compile(r"[\w\-:]+", re.ASCII)
 MAX_SYMBOL_LENGTH = 255
 MAX_WORKSPACE_NAME = 255
 # Messages that mean a disclosure filter stopped the call rather than a bug or bad input.
-_DISCLOSURE_RE = re.compile(r"disclos|nfilter|privacy|too (few|small|many)|invalid.*(count|cell)",
-                            re.IGNORECASE)
+_DISCLOSURE_RE = re.compile(
+    r"disclos|nfilter|privacy|too (few|small|many)|invalid.*(count|cell)", re.IGNORECASE
+)
 # Opal keeps a session's commands until it ends; bound them so a long session cannot
 # grow without limit.
 MAX_KEPT_COMMANDS = 200
@@ -121,14 +122,16 @@ class Session:
         self._ids = itertools.count(1)
         self._queue: queue.Queue = queue.Queue()
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name=f"session-{self.id[:8]}",
-                                         daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"session-{self.id[:8]}", daemon=True
+        )
         self._thread.start()
 
     # -- commands ------------------------------------------------------------------------
 
-    def assign_table(self, symbol: str, table: str, variables: list[str] | None = None,
-                     wait: bool = False) -> Command:
+    def assign_table(
+        self, symbol: str, table: str, variables: list[str] | None = None, wait: bool = False
+    ) -> Command:
         self.touch()
         check_symbol(symbol)
         source = self.manager.resolve_readable_table(self.user, table)
@@ -139,25 +142,40 @@ class Session:
             if unknown:
                 raise BadRequest(f"Unknown variable(s) in table '{table}': {', '.join(unknown)}")
         text = f"{symbol} <- {table}" + (f" [{', '.join(variables)}]" if variables else "")
-        return self._submit("load", text, False, wait,
-                            lambda timeout: self.worker.call("assign_table", timeout=timeout,
-                                                             symbol=symbol, source=source,
-                                                             variables=variables))
+        return self._submit(
+            "load",
+            text,
+            False,
+            wait,
+            lambda timeout: self.worker.call(
+                "assign_table", timeout=timeout, symbol=symbol, source=source, variables=variables
+            ),
+        )
 
     def assign_expr(self, symbol: str, expr: str, wait: bool = False) -> Command:
         self.touch()
         check_symbol(symbol)
         code = self._check(expr, "assign")
-        return self._submit("assign", expr, False, wait,
-                            lambda timeout: self.worker.call("assign_expr", timeout=timeout,
-                                                             symbol=symbol, code=code))
+        return self._submit(
+            "assign",
+            expr,
+            False,
+            wait,
+            lambda timeout: self.worker.call(
+                "assign_expr", timeout=timeout, symbol=symbol, code=code
+            ),
+        )
 
     def aggregate(self, expr: str, fmt: str = "rds", wait: bool = False) -> Command:
         self.touch()
         code = self._check(expr, "aggregate")
-        return self._submit("aggregate", expr, True, wait,
-                            lambda timeout: self.worker.call("aggregate", timeout=timeout,
-                                                             code=code, fmt=fmt))
+        return self._submit(
+            "aggregate",
+            expr,
+            True,
+            wait,
+            lambda timeout: self.worker.call("aggregate", timeout=timeout, code=code, fmt=fmt),
+        )
 
     def _check(self, expr: str, kind: str) -> str:
         methods = self.manager.registry.table(self.profile, kind)
@@ -169,13 +187,15 @@ class Session:
             self.manager.audit_command(self, kind, expr, "refused", 400, 0, err.message)
             raise
 
-    def _submit(self, kind: str, text: str, with_result: bool, wait: bool,
-                run: Callable[[float], object]) -> Command:
+    def _submit(
+        self, kind: str, text: str, with_result: bool, wait: bool, run: Callable[[float], object]
+    ) -> Command:
         if self.state != "RUNNING":
             raise RSessionFailed(self._ended_message())
         with self._lock:
-            command = Command(id=str(next(self._ids)), expression=text,
-                              with_result=with_result, kind=kind)
+            command = Command(
+                id=str(next(self._ids)), expression=text, with_result=with_result, kind=kind
+            )
             self.commands[command.id] = command
             while len(self.commands) > MAX_KEPT_COMMANDS:
                 self.commands.popitem(last=False)
@@ -202,31 +222,42 @@ class Session:
         except RError as err:
             outcome = "blocked" if _DISCLOSURE_RE.search(str(err)) else "failed"
             command._finish("FAILED", message=str(err))
-            self.manager.audit_command(self, command.kind, command.expression, outcome, 500, 0,
-                                       str(err))
+            self.manager.audit_command(
+                self, command.kind, command.expression, outcome, 500, 0, str(err)
+            )
             return
         except RSessionFailed as err:
             self.state = "FAILED"
             command._finish("FAILED", message=err.message)
-            self.manager.audit_command(self, command.kind, command.expression, "failed", 500, 0,
-                                       err.message)
+            self.manager.audit_command(
+                self, command.kind, command.expression, "failed", 500, 0, err.message
+            )
             return
         except GatewayError as err:
             command._finish("FAILED", message=err.message)
-            self.manager.audit_command(self, command.kind, command.expression, "failed",
-                                       err.status, 0, err.message)
+            self.manager.audit_command(
+                self, command.kind, command.expression, "failed", err.status, 0, err.message
+            )
             return
         except Exception as err:  # never let a bug kill the session thread silently
             log.exception("command %s of session %s failed", command.id, self.id)
             command._finish("FAILED", message=f"Internal error: {err}")
-            self.manager.audit_command(self, command.kind, command.expression, "failed", 500, 0,
-                                       str(err))
+            self.manager.audit_command(
+                self, command.kind, command.expression, "failed", 500, 0, str(err)
+            )
             return
         result = value if command.with_result else None
         size = len(result) if isinstance(result, bytes | str) else 0
         command._finish("COMPLETED", result=result)
-        self.manager.audit_command(self, command.kind, command.expression,
-                                   "returned" if command.with_result else "ok", 200, size, None)
+        self.manager.audit_command(
+            self,
+            command.kind,
+            command.expression,
+            "returned" if command.with_result else "ok",
+            200,
+            size,
+            None,
+        )
 
     def _direct(self, op: str, **args):
         """Run a quick bookkeeping operation in R, after any queued command."""
@@ -297,8 +328,15 @@ class Session:
 class SessionManager:
     """All live sessions of the gateway, with their owners, limits and reaping."""
 
-    def __init__(self, pool, registry, catalogue, audit, limits: Limits | None = None,
-                 state_dir: Path | str | None = None):
+    def __init__(
+        self,
+        pool,
+        registry,
+        catalogue,
+        audit,
+        limits: Limits | None = None,
+        state_dir: Path | str | None = None,
+    ):
         self.pool = pool
         self.registry = registry
         self.catalogue = catalogue
@@ -308,8 +346,7 @@ class SessionManager:
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._reaper = threading.Thread(target=self._reap_loop, name="session-reaper",
-                                        daemon=True)
+        self._reaper = threading.Thread(target=self._reap_loop, name="session-reaper", daemon=True)
         self._reaper.start()
 
     def create(self, user, profile: str = "default") -> Session:
@@ -354,8 +391,11 @@ class SessionManager:
 
     def sessions_of(self, user) -> list[Session]:
         with self._lock:
-            return [s for s in self._sessions.values()
-                    if isinstance(s, Session) and s.user.name == user.name]
+            return [
+                s
+                for s in self._sessions.values()
+                if isinstance(s, Session) and s.user.name == user.name
+            ]
 
     def close(self, session_id: str, user=None, reason: str = "logout") -> None:
         with self._lock:
@@ -381,9 +421,13 @@ class SessionManager:
         while not self._stop.wait(interval):
             cutoff = time.monotonic() - self.limits.idle_timeout
             with self._lock:
-                idle = [s.id for s in self._sessions.values()
-                        if isinstance(s, Session) and s.last_access < cutoff
-                        and (s.last_command is None or s.last_command.done)]
+                idle = [
+                    s.id
+                    for s in self._sessions.values()
+                    if isinstance(s, Session)
+                    and s.last_access < cutoff
+                    and (s.last_command is None or s.last_command.done)
+                ]
             for session_id in idle:
                 with contextlib.suppress(NotFound):
                     self.close(session_id, reason="idle timeout")
@@ -414,8 +458,13 @@ class SessionManager:
         out = []
         for path in sorted(folder.glob("*.RData")):
             stat = path.stat()
-            out.append({"name": path.stem, "size": stat.st_size,
-                        "lastModified": datetime.fromtimestamp(stat.st_mtime, timezone.utc)})
+            out.append(
+                {
+                    "name": path.stem,
+                    "size": stat.st_size,
+                    "lastModified": datetime.fromtimestamp(stat.st_mtime, timezone.utc),
+                }
+            )
         return out
 
     def delete_workspace(self, user, name: str) -> None:
@@ -424,17 +473,32 @@ class SessionManager:
             raise NotFound(f"Workspace '{name}' not found")
         path.unlink()
 
-    def audit_command(self, session: Session, kind: str, expr: str, outcome: str, status: int,
-                      size: int, message: str | None) -> None:
+    def audit_command(
+        self,
+        session: Session,
+        kind: str,
+        expr: str,
+        outcome: str,
+        status: int,
+        size: int,
+        message: str | None,
+    ) -> None:
         self._audit(session.user, session.id, kind, outcome, status, expr, message, size)
 
     def _audit(self, user, session_id, action, outcome, status, expr, message, size=0):
         if self.audit is None:
             return
         try:
-            self.audit.record(user=getattr(user, "name", None), session=session_id,
-                              action=action, expression=expr, outcome=outcome, status=status,
-                              bytes=size, message=message)
+            self.audit.record(
+                user=getattr(user, "name", None),
+                session=session_id,
+                action=action,
+                expression=expr,
+                outcome=outcome,
+                status=status,
+                bytes=size,
+                message=message,
+            )
         except Exception:  # the audit must not take a session down, but must be seen
             log.exception("could not write the audit log")
 
