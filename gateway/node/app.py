@@ -39,7 +39,7 @@ def build_services(config: NodeConfig) -> NodeServices:
     config.state_dir.mkdir(parents=True, exist_ok=True)
     audit = AuditLog(config.audit_path)
     catalogue = TableCatalogue(config.data_dir, list(config.sql_tables))
-    pool = RPool(config.r_lib, config.limits.warm_workers, config.limits)
+    pool = RPool(r_lib=config.r_lib, limits=config.limits)
     pool.start()
     try:
         profiles = {

@@ -420,7 +420,10 @@ def remove_symbol(symbol):
     _, session = _caller()
     check_symbol(symbol)
     note(symbol=symbol)
-    session.remove_symbol(symbol)
+    try:
+        session.remove_symbol(symbol)
+    except NotFound:
+        pass  # as R's rm() of a missing object: a warning, not an error
     return Response(status=200)
 
 
@@ -480,7 +483,7 @@ def list_workspaces():
     user, _ = _caller(need_session=False)
     return jsonify(
         [
-            {"name": ws.name, "lastModified": iso_utc(ws.last_modified), "size": ws.size}
+            {"name": ws["name"], "lastModified": iso_utc(ws["lastModified"]), "size": ws["size"]}
             for ws in node().sessions.workspaces(user)
         ]
     )
@@ -502,7 +505,10 @@ def delete_workspace(name):
     user, _ = _caller(need_session=False)
     check_workspace(name)
     note(workspace=name)
-    node().sessions.delete_workspace(user, name)
+    try:
+        node().sessions.delete_workspace(user, name)
+    except NotFound:
+        pass  # Armadillo: "Workspace was removed or did not exist."
     return Response(status=200)
 
 

@@ -19,6 +19,8 @@ from typing import Any
 import yaml
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
+from gateway.node.limits import Limits
+
 __all__ = [
     "ConfigError",
     "Limits",
@@ -75,15 +77,6 @@ class ProfileConfig:
     packages: tuple[str, ...] | None = None  # None: every DataSHIELD package found
     blacklist: tuple[str, ...] = ()
     options: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_sessions: int = 20
-    idle_timeout: float = 3600.0
-    memory_per_session: int = 2048  # MB
-    command_timeout: float = 600.0
-    warm_workers: int = 2
 
 
 @dataclass(frozen=True)
@@ -175,6 +168,9 @@ class _LimitsSchema(_StrictSchema):
     )
     command_timeout = fields.Float(load_default=Limits.command_timeout, validate=validate.Range(1))
     warm_workers = fields.Integer(load_default=Limits.warm_workers, validate=validate.Range(0))
+    interrupt_grace = fields.Float(
+        load_default=Limits.interrupt_grace, validate=validate.Range(0.1, 600)
+    )
 
 
 class _ServerSchema(_StrictSchema):
@@ -189,11 +185,28 @@ class _OidcSchema(_StrictSchema):
     client_id = fields.String(required=True)
 
 
+class _SqlTableSchema(_StrictSchema):
+    # Checked again, and the URL opened, by datasources.TableCatalogue at start-up.
+    table = fields.String(required=True)
+    url = fields.String()
+    url_env = fields.String(validate=validate.Regexp(r"^[A-Z_][A-Z0-9_]*$"))
+    query = fields.String()
+    sql_table = fields.String()
+    schema = fields.String()
+
+    @validates_schema
+    def _one_of(self, data, **kwargs):
+        if ("url" in data) == ("url_env" in data):
+            raise ValidationError("Give exactly one of url and url_env.", "_schema")
+        if ("query" in data) == ("sql_table" in data):
+            raise ValidationError("Give exactly one of query and sql_table.", "_schema")
+
+
 class _NodeSchema(_StrictSchema):
     data_dir = fields.String(required=True)
     state_dir = fields.String(load_default=None)
     r_lib = fields.String(load_default=None)
-    sql_tables = fields.List(fields.Dict(), load_default=list)
+    sql_tables = fields.List(fields.Nested(_SqlTableSchema), load_default=list)
     users = fields.Dict(
         keys=fields.String(validate=validate.Regexp(NAME_PATTERN)),
         values=fields.Nested(_UserSchema),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import struct
+import time
 
 from flask import Blueprint, Response, g, jsonify, request
 
@@ -287,6 +288,13 @@ def resource(project, name):
 # ---------------------------------------------------------------- sessions
 
 
+def _wall_clock(value):
+    """Session.last_access is time.monotonic(): turn it into a date."""
+    if isinstance(value, int | float):
+        return time.time() - (time.monotonic() - value)
+    return value
+
+
 def _session_json(session) -> dict:
     last = session.last_command
     busy = last is not None and last.status in ("PENDING", "IN_PROGRESS")
@@ -295,7 +303,7 @@ def _session_json(session) -> dict:
         "id": session.id,
         "user": session.user.name,
         "creationDate": created,
-        "lastAccessDate": opal_date(session.last_access),
+        "lastAccessDate": opal_date(_wall_clock(session.last_access)),
         "status": "BUSY" if busy else "WAITING",
         "link": f"/datashield/session/{session.id}",
         "context": CONTEXT,
@@ -411,7 +419,10 @@ def remove_symbol(session_id, symbol):
     _, session = _session(session_id)
     check_symbol(symbol)
     note(symbol=symbol)
-    session.remove_symbol(symbol)
+    try:
+        session.remove_symbol(symbol)
+    except NotFound:
+        pass  # Opal ignores a missing symbol
     return Response(status=200)
 
 
@@ -637,14 +648,14 @@ def list_workspaces():
     return jsonify(
         [
             {
-                "name": ws.name,
+                "name": ws["name"],
                 "user": user.name,
-                "lastAccessDate": opal_date(ws.last_modified),
+                "lastAccessDate": opal_date(ws["lastModified"]),
                 "context": CONTEXT,
-                "size": ws.size,
+                "size": ws["size"],
             }
             for ws in node().sessions.workspaces(user)
-            if wanted is None or ws.name == wanted
+            if wanted is None or ws["name"] == wanted
         ]
     )
 
@@ -654,12 +665,16 @@ def delete_workspaces():
     note(action="delete-workspace")
     user = _workspace_owner()
     name = request.args.get("name")
-    targets = (
-        [check_workspace(name)] if name else [w.name for w in node().sessions.workspaces(user)]
-    )
+    if name:
+        targets = [check_workspace(name)]
+    else:
+        targets = [w["name"] for w in node().sessions.workspaces(user)]
     for target in targets:
         note(workspace=target)
-        node().sessions.delete_workspace(user, target)
+        try:
+            node().sessions.delete_workspace(user, target)
+        except NotFound:
+            pass  # already gone: Opal answers 200 too
     return Response(status=200)
 
 

@@ -208,11 +208,11 @@ check("/lastresult of an assignment is 404", nores$status_code == 404)
 safely(ds_assign_table(conn, "S", table, variables = c("age", "sex"), async = FALSE))
 check("load-table (sync, two variables) makes symbol S", "S" %in% ds_symbols(conn))
 check("only the listed variables were loaded",
-      identical(sort(unlist(ds_aggregate(conn, "colnamesDS(S)"))), c("age", "sex")))
+      identical(sort(unlist(ds_aggregate(conn, "colnamesDS(\"S\")"))), c("age", "sex")))
 
-dims <- safely(ds_aggregate(conn, "dimDS(D)"))
+dims <- safely(ds_aggregate(conn, "dimDS(\"D\")"))
 check("dimDS(D) comes back as numbers", is.numeric(unlist(dims)) && length(unlist(dims)) >= 2)
-cls <- safely(ds_aggregate(conn, "classDS(D$sex)"))
+cls <- safely(ds_aggregate(conn, "classDS(\"D$sex\")"))
 check("classDS(D$sex) is factor", "factor" %in% cls)
 mean <- safely(ds_aggregate(conn, "meanDS(D$age)"))
 check("meanDS(D$age) has EstimatedMean",
@@ -220,14 +220,14 @@ check("meanDS(D$age) has EstimatedMean",
 again <- safely(ds_aggregate(conn, "meanDS(D$age)", async = FALSE))
 check("sync /execute gives the same value", identical(again$EstimatedMean, mean$EstimatedMean))
 direct <- POST(handle = conn$handle, path = "/execute", query = list(async = FALSE),
-               body = "lengthDS(D$age)", config = add_headers("Content-Type" = "text/plain"))
+               body = "lengthDS(\"D$age\")", config = add_headers("Content-Type" = "text/plain"))
 check("sync /execute answers 200 with RDS bytes",
       direct$status_code == 200 && is.numeric(unserialize(content(direct))))
 
 invisible(safely(ds_assign_expr(conn, "age2", "as.numeric(D$age)")))
 check("assign expression makes age2", "age2" %in% ds_symbols(conn))
 check("lengthDS(age2) is the row count",
-      unlist(ds_aggregate(conn, "lengthDS(age2)")) == unlist(dims)[1])
+      unlist(ds_aggregate(conn, "lengthDS(\"age2\")")) == unlist(dims)[1])
 
 check_error("an unknown function is refused at once with the reason",
             ds_aggregate(conn, "nosuchfunctionDS(D)"),
@@ -274,7 +274,7 @@ check("a new select-profile gives an empty session",
 restore <- POST(handle = conn2$handle, path = "/load-workspace", query = list(id = "r-test-ws"))
 check("load-workspace restores the symbols",
       restore$status_code == 200 && all(c("D", "S") %in% ds_symbols(conn2)))
-check("the restored data is usable", unlist(ds_aggregate(conn2, "dimDS(D)"))[1] == unlist(dims)[1])
+check("the restored data is usable", unlist(ds_aggregate(conn2, "dimDS(\"D\")"))[1] == unlist(dims)[1])
 rm_ws <- DELETE(handle = conn2$handle, path = "/workspaces/r-test-ws")
 check("DELETE /workspaces/<id>",
       rm_ws$status_code == 200 &&
@@ -292,7 +292,7 @@ if (nchar(token) > 0) {
   check("bearer login answers 204", tconn$status == 204)
   safely(ds_assign_table(tconn, "T", table))
   check("bearer user can load a readable table and aggregate",
-        "factor" %in% ds_aggregate(tconn, "classDS(T$sex)"))
+        "factor" %in% ds_aggregate(tconn, "classDS(\"T$sex\")"))
   nobearer <- GET(paste0(url, "/symbols"), config = add_headers(Authorization = "Bearer x.y.z"))
   check("a forged bearer token is refused (401)", nobearer$status_code == 401)
   invisible(POST(handle = tconn$handle, path = "/logout", config = add_headers(auth_header(tconn))))

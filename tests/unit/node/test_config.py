@@ -57,7 +57,7 @@ def test_full_config(tmp_path, monkeypatch):
     doc = {
         "data_dir": "/srv/data",
         "state_dir": "state",
-        "sql_tables": [{"name": "p/f/t", "url": "sqlite:///x.db", "query": "select 1"}],
+        "sql_tables": [{"table": "p/f/t", "url": "sqlite:///x.db", "query": "select 1"}],
         "users": {
             "alice": {"password_hash": HASH, "projects": ["cohort1", "cohort2"]},
             "root": {"password_hash": HASH, "projects": "*"},
@@ -74,7 +74,7 @@ def test_full_config(tmp_path, monkeypatch):
     cfg = NodeConfig.from_file(write(tmp_path, doc))
     assert cfg.data_dir == Path("/srv/data")
     assert cfg.state_dir == tmp_path / "state"
-    assert cfg.sql_tables[0]["name"] == "p/f/t"
+    assert cfg.sql_tables[0] == {"table": "p/f/t", "url": "sqlite:///x.db", "query": "select 1"}
     assert cfg.users["alice"].projects == frozenset({"cohort1", "cohort2"})
     assert cfg.users["root"].projects is None
     assert cfg.tokens.public_key_file == key and cfg.tokens.algorithms == ("RS256",)
@@ -119,6 +119,15 @@ def test_option_values_cannot_be_r_code(tmp_path):
         ({"profiles": {"bad name": {}}}, "profiles.bad name (name)"),
         ({"profiles": {"p": {"options": {"x": [1]}}}}, "not a scalar"),
         ({"oidc": {"issuer_uri": "x"}}, "oidc.client_id: Missing"),
+        (
+            {"sql_tables": [{"table": "p/f/t", "url": "u"}]},
+            "sql_tables.0: Give exactly one of query",
+        ),
+        (
+            {"sql_tables": [{"table": "p/f/t", "query": "q"}]},
+            "sql_tables.0: Give exactly one of url",
+        ),
+        ({"sql_tables": [{"table": "t", "url": "u", "query": "q", "pw": 1}]}, "sql_tables.0.pw"),
     ],
 )
 def test_bad_values_name_their_key(tmp_path, doc, message):
