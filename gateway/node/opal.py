@@ -22,7 +22,6 @@ from flask import Blueprint, Response, g, jsonify, request
 
 from gateway.node.errors import BadRequest, Forbidden, GatewayError, NotFound, Unauthorized
 from gateway.node.web import (
-    SYMBOL_RE,
     check_symbol,
     check_workspace,
     node,
@@ -448,25 +447,27 @@ def assign_expr(session_id, symbol):
     return _assigned(cmd, is_async)
 
 
-_NAME_ANY = re.compile(r"^\s*name\s*\(\s*\)\s*\.\s*any\s*\((.*)\)\s*$|^\s*name\.any\s*\((.*)\)\s*$")
-_QUOTED = re.compile(r'"([^"\\]*)"|\'([^\'\\]*)\'')
+# Magma's `name().any("a","b")` (or `name.any(...)`) over plain double- or single-quoted
+# names; nothing else of Magma's JavaScript filters is understood.
+_NAME_ANY = re.compile(r"\s*name\s*(?:\(\s*\))?\s*\.\s*any\s*\((.*)\)\s*", re.DOTALL)
+_QUOTED = r"\s*(?:\"([A-Za-z0-9_.]+)\"|'([A-Za-z0-9_.]+)')\s*"
+_QUOTED_LIST = re.compile(rf"{_QUOTED}(?:,{_QUOTED})*")
+_ONE_QUOTED = re.compile(_QUOTED)
 
 
 def _variables_filter(value: str | None) -> list[str] | None:
     """The Python client's `name.any("a","b")` variable filter -> ["a", "b"]."""
     if value is None or not value.strip():
         return None
-    match = _NAME_ANY.match(value)
-    if not match:
+    match = _NAME_ANY.fullmatch(value)
+    if not match or not _QUOTED_LIST.fullmatch(match.group(1)):
         raise BadRequest(
-            'Unsupported variables filter: use name.any("a","b") (no other Magma scripts).'
+            'Unsupported variables filter: use name.any("a","b") with plain column names.'
         )
-    inner = match.group(1) if match.group(1) is not None else match.group(2)
-    names = [a or b for a, b in _QUOTED.findall(inner)]
+    names = [a or b for a, b in _ONE_QUOTED.findall(match.group(1))]
     for name in names:
-        if not SYMBOL_RE.fullmatch(name):
-            raise BadRequest(f"Invalid variable name '{name[:80]}'.")
-    return names or None
+        check_symbol(name, "variable name")
+    return names
 
 
 @bp.put("/datashield/session/<session_id>/symbol/<symbol>/table/<path>")
