@@ -206,7 +206,9 @@ class RPool:
             self._refill.clear()
             while not self._stopping and len(self._warm) < self.limits.warm_workers:
                 try:
-                    self._warm.append(self._fork())
+                    worker = self._fork()
+                    worker.call("warm", timeout=60)
+                    self._warm.append(worker)
                 except Exception:
                     log.exception("could not fork a warm R worker")
                     time.sleep(1)

@@ -184,13 +184,34 @@ class RRuntime:
     def op_ping(self) -> str:
         return "pong"
 
+    def op_warm(self) -> None:
+        """Pay a fresh fork's first-use costs before a login claims this worker.
+
+        R's first garbage collection in a fork writes to every page of the heap it shares
+        with the zygote (copy-on-write), and Arrow starts its thread pool on first use;
+        both would otherwise land on the session's first load-table.
+        """
+        import io
+
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self.ri.baseenv.find("gc")()
+        buffer = io.BytesIO()
+        pq.write_table(pa.table({"x": [1.0, 2.0], "s": ["a", "b"]}), buffer)
+        pq.read_table(io.BytesIO(buffer.getvalue()))
+
     def op_assign_table(self, symbol: str, source, variables: list[str] | None) -> None:
         from gateway.node.datasources import read_arrow
         from gateway.node.r_convert import arrow_to_r_dataframe
 
         table = read_arrow(source, variables)
         frame = arrow_to_r_dataframe(table)
-        self.ri.globalenv[symbol] = frame
+        # R's assign() binds the frame itself; rpy2's `globalenv[symbol] = frame` would
+        # duplicate the whole data frame first.
+        self.ri.baseenv.find("assign")(
+            self.ri.StrSexpVector([symbol]), frame, envir=self.ri.globalenv
+        )
 
     def op_assign_expr(self, symbol: str, code: str) -> None:
         self.rlib.R_interrupts_pending = 0
