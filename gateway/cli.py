@@ -10,6 +10,7 @@ dsgateway demo                                  example data, a gateway, a sessi
 from __future__ import annotations
 
 import json
+import signal
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -79,6 +80,11 @@ def serve(config_file, data_dir, host, port) -> None:
         f"dsgateway on http://{server.host}:{server.port}  "
         f"(Armadillo API at /, Opal API at /ws; {server.threads} threads)"
     )
+
+    def stop(signum, frame):
+        raise SystemExit(0)  # waitress stops on SystemExit; then R is shut down below
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         serve_forever(app, server.host, server.port)
     finally:
@@ -183,9 +189,10 @@ def demo(seed: int, keep: bool) -> None:
             _print("tables", session.tables())
             session.assign_table("D", "demo.cohort.patients")
             _print("ls()", session.ls())
-            _print("dimDS(D)", session.aggregate("dimDS(D)"))
+            # dsBaseClient passes most object names as strings: dimDS("D")
+            _print('dimDS("D")', session.aggregate('dimDS("D")'))
             _print("meanDS(D$age)", session.aggregate("meanDS(D$age)"))
-            _print("classDS(D$sex)", session.aggregate("classDS(D$sex)"))
+            _print('classDS("D$sex")', session.aggregate('classDS("D$sex")'))
             try:
                 session.aggregate("nonsense(D$age)")
             except Exception:  # the client raises; the reason is in get_errors()

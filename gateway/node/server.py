@@ -7,6 +7,7 @@ import threading
 
 import waitress
 from flask import Flask
+from waitress import wasyncore
 from waitress.server import create_server
 
 __all__ = ["BackgroundServer", "serve_forever"]
@@ -42,15 +43,17 @@ class BackgroundServer:
     def _run(self) -> None:
         try:
             self._server.run()
-        except OSError:
-            pass  # closed under our feet by stop()
+        except (OSError, ValueError):
+            pass  # its sockets were closed under it by stop()
 
     def start(self) -> BackgroundServer:
         self._thread.start()
         return self
 
     def stop(self) -> None:
-        self._server.close()
+        # Let running requests finish, then close every socket: the loop ends by itself.
+        self._server.task_dispatcher.shutdown(timeout=5)
+        wasyncore.close_all(self._server._map)
         self._thread.join(timeout=10)
 
     def __enter__(self) -> BackgroundServer:
