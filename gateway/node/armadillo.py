@@ -287,7 +287,7 @@ def table_exists(project, folder, table):
     note(action="table-exists", table=f"{project}/{folder}/{table}"[:300])
     user, _ = _caller(need_session=False)
     name = f"{project}/{folder}/{table}"
-    if TABLE_RE.fullmatch(name) and user.can_read(project) and name in _readable_tables(user):
+    if TABLE_RE.fullmatch(name) and user.can_read(project) and node().catalogue.exists(name):
         return Response(status=200)
     return Response(status=404)
 
