@@ -1,0 +1,147 @@
+"""The API node agents call, authenticated by their node's API key (`X-Api-Key`).
+
+Agents only ever connect out: they long-poll for work, post results, and heartbeat.
+Every call refreshes the node's last-seen time. A node sees and touches only its own
+runs: another node's run is answered as not found.
+"""
+
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, current_app
+
+from gateway.coordinator import audit, db
+from gateway.coordinator.api.endpoint import endpoint
+from gateway.coordinator.app import services
+from gateway.coordinator.authz import current_node
+from gateway.coordinator.errors import Conflict, NotFound
+from gateway.coordinator.models import Run, utcnow
+from gateway.coordinator.runs import all_runs_final, claim_runs, extend_leases, finish_run
+from gateway.coordinator.schemas import (
+    HeartbeatIn,
+    HeartbeatOut,
+    NodeOut,
+    RunResultIn,
+    RunResultOut,
+    WorkOut,
+    WorkQuery,
+)
+
+bp = Blueprint("node_link", __name__)
+
+
+def _work_item(run: Run) -> dict:
+    task = run.task
+    return {
+        "kind": "task_run",
+        "run_id": run.id,
+        "task_id": task.id,
+        "collaboration_id": task.collaboration_id,
+        "algorithm": task.algorithm,
+        "parameters": task.parameters,
+        "attempt": run.attempts,
+        "deadline": task.deadline,
+        "lease_expires": run.lease_expires,
+    }
+
+
+@bp.get("/node/me")
+@endpoint(auth="node", response=NodeOut, summary="The calling node")
+def me():
+    node = current_node()
+    db.commit()
+    return node
+
+
+@bp.get("/node/work")
+@endpoint(
+    auth="node",
+    query=WorkQuery,
+    response=WorkOut,
+    summary="Long poll: the node's pending runs, each marked started for this caller only",
+)
+def work(query):
+    cfg = current_app.config
+    node = current_node()
+    s = db.session()
+    notifier = services().notifier
+    wait = min(float(query["wait"]), float(cfg["LONG_POLL_MAX"]))
+    limit = query["limit"] or int(cfg["WORK_BATCH"])
+    end = time.monotonic() + wait
+    while True:
+        version = notifier.version(node.id)
+        runs = claim_runs(s, node, limit, float(cfg["RUN_LEASE"]))
+        items = [_work_item(run) for run in runs]
+        for run in runs:
+            audit.record("run.start", run, detail={"attempt": run.attempts})
+        left = end - time.monotonic()
+        if items or left <= 0:
+            node.last_seen = utcnow()
+            db.commit()
+            return {"work": items}
+        db.commit()  # never hold a transaction (or an SQLite write lock) while waiting
+        notifier.wait(node.id, version, min(left, notifier.recheck))
+
+
+@bp.post("/node/runs/<int:run_id>/result")
+@endpoint(
+    auth="node",
+    body=RunResultIn,
+    response=RunResultOut,
+    errors=(404, 409),
+    summary="Post a run's result (repeating the same result is harmless)",
+)
+def post_result(run_id, body):
+    from gateway.coordinator.tasks import finalize, queue
+
+    node = current_node()
+    s = db.session()
+    run = s.get(Run, run_id)
+    if run is None or run.node_id != node.id:
+        raise NotFound("No such run.")
+    stored, status = finish_run(
+        s,
+        run,
+        body["status"],
+        body["result"],
+        body["log"],
+        body["message"],
+        int(current_app.config["LOG_EXCERPT_CHARS"]),
+    )
+    if not stored:
+        same = status == body["status"] and (status != "completed" or run.result == body["result"])
+        if same:
+            db.commit()
+            return {"run_id": run.id, "status": status, "duplicate": True}
+        raise Conflict(f"The run is already {status}.")
+    audit.record(
+        "run.result",
+        run,
+        outcome="ok" if status == "completed" else "failed",
+        collaboration_id=run.task.collaboration_id,
+        detail={"status": status, "message": body["message"][:500]},
+    )
+    task = run.task
+    finished = all_runs_final(s, task)
+    db.commit()
+    if finished:
+        queue(finalize, task.id)
+    return {"run_id": run.id, "status": status, "duplicate": False}
+
+
+@bp.post("/node/heartbeat")
+@endpoint(
+    auth="node",
+    body=HeartbeatIn,
+    response=HeartbeatOut,
+    summary="I am alive; these runs are still running (their leases are extended)",
+)
+def heartbeat(body):
+    node = current_node()
+    node.last_seen = utcnow()
+    cancel = extend_leases(
+        db.session(), node, body["running"], float(current_app.config["RUN_LEASE"])
+    )
+    db.commit()
+    return {"time": node.last_seen, "cancel": cancel}

@@ -1,0 +1,131 @@
+"""The life of a run, as database operations every caller shares (views, Celery tasks).
+
+Every state change is a compare-and-set (`UPDATE ... WHERE status IN (...)`), so two
+pollers never claim the same run, two deliveries of the same result store it once, and
+a late answer cannot overwrite a run that has been expired or cancelled. On PostgreSQL
+the second writer waits for the first one's row lock and then finds the status changed;
+on SQLite writers are serialised by the database lock. Either way the row count says
+who won.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from gateway.coordinator.models import RUN_FINAL, Node, Run, Task, utcnow
+
+__all__ = [
+    "all_runs_final",
+    "claim_runs",
+    "extend_leases",
+    "finish_run",
+]
+
+OPEN = ("pending", "started")
+
+
+def claim_runs(s: Session, node: Node, limit: int, lease: float) -> list[Run]:
+    """Mark up to `limit` pending runs of this node started (with a lease) and return
+    them. The caller commits."""
+    now = utcnow()
+    candidates = (
+        s.execute(
+            select(Run.id)
+            .join(Task, Task.id == Run.task_id)
+            .where(
+                Run.node_id == node.id,
+                Run.status == "pending",
+                Task.status == "running",
+                Task.deadline > now,
+            )
+            .order_by(Run.id)
+            .limit(limit)
+        )
+        .scalars()
+        .all()
+    )
+    claimed: list[int] = []
+    for run_id in candidates:
+        result = s.execute(
+            update(Run)
+            .where(Run.id == run_id, Run.status == "pending")
+            .values(
+                status="started",
+                started_at=now,
+                lease_expires=now + timedelta(seconds=lease),
+                attempts=Run.attempts + 1,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount == 1:
+            claimed.append(run_id)
+    if not claimed:
+        return []
+    runs = s.execute(select(Run).where(Run.id.in_(claimed)).order_by(Run.id)).scalars().all()
+    for run in runs:
+        s.refresh(run)
+    return list(runs)
+
+
+def finish_run(
+    s: Session,
+    run: Run,
+    status: str,
+    result: Any,
+    log: str,
+    message: str,
+    log_chars: int,
+) -> tuple[bool, str]:
+    """Store a node's answer. Returns (stored, current status): False when the run was
+    already final (the caller decides whether that is a harmless repeat)."""
+    now = utcnow()
+    outcome = s.execute(
+        update(Run)
+        .where(Run.id == run.id, Run.status.in_(OPEN))
+        .values(
+            status=status,
+            result=result if status == "completed" else None,
+            log=log[-log_chars:] if log_chars else "",
+            message=message,
+            finished_at=now,
+            lease_expires=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    s.refresh(run)
+    return outcome.rowcount == 1, run.status
+
+
+def extend_leases(s: Session, node: Node, run_ids: Iterable[int], lease: float) -> list[int]:
+    """Extend the leases of runs the agent says it is working on; return the ids it
+    should stop (not its own, or no longer started)."""
+    ids = sorted(set(run_ids))
+    if not ids:
+        return []
+    now = utcnow()
+    s.execute(
+        update(Run)
+        .where(Run.id.in_(ids), Run.node_id == node.id, Run.status == "started")
+        .values(lease_expires=now + timedelta(seconds=lease))
+        .execution_options(synchronize_session=False)
+    )
+    alive = set(
+        s.execute(
+            select(Run.id).where(Run.id.in_(ids), Run.node_id == node.id, Run.status == "started")
+        ).scalars()
+    )
+    return [i for i in ids if i not in alive]
+
+
+def all_runs_final(s: Session, task: Task) -> bool:
+    statuses: Sequence[str] = (
+        s.execute(select(Run.status).where(Run.task_id == task.id)).scalars().all()
+    )
+    return len(statuses) >= len(task.target_node_ids or []) and all(
+        st in RUN_FINAL for st in statuses
+    )

@@ -1,0 +1,381 @@
+"""Marshmallow schemas of every request and response of the coordinator's API.
+
+`*In` schemas load requests (unknown fields are errors), `*Patch` schemas load partial
+updates (at least one field), `*Out` schemas dump responses, `*Query` schemas load query
+strings. The OpenAPI document (/api/openapi.json) is generated from these classes.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC
+
+from flask import current_app
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+
+from gateway.coordinator.models import ROLE_NAMES, RUN_STATUSES, TASK_STATUSES, utcnow
+
+# Usernames become the `sub` of relay tokens, which the node checks with this pattern.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$"
+_name = validate.Regexp(NAME_PATTERN, error="Letters, digits, '_', '.', '@', '-'; 1-128.")
+_title = validate.Length(min=1, max=128)
+_id = validate.Range(min=1)
+
+
+class _Patch(Schema):
+    @validates_schema
+    def _not_empty(self, data, **_kw):
+        if not data:
+            raise ValidationError("Give at least one field to change.", "_schema")
+
+
+class ErrorOut(Schema):
+    message = fields.Str(required=True)
+    errors = fields.Dict(metadata={"description": "Field messages for invalid input."})
+
+
+class PageQuery(Schema):
+    limit = fields.Int(load_default=100, validate=validate.Range(min=1, max=1000))
+    offset = fields.Int(load_default=0, validate=validate.Range(min=0))
+
+
+# ---------------------------------------------------------------- auth
+
+
+class LoginIn(Schema):
+    username = fields.Str(required=True, validate=validate.Length(min=1, max=128))
+    password = fields.Str(required=True, validate=validate.Length(min=1, max=1024))
+
+
+class RefreshIn(Schema):
+    refresh_token = fields.Str(required=True, validate=validate.Length(min=1, max=4096))
+
+
+class TokenOut(Schema):
+    access_token = fields.Str(required=True)
+    refresh_token = fields.Str(required=True)
+    token_type = fields.Str(required=True)
+    expires_in = fields.Int(required=True, metadata={"description": "Seconds."})
+
+
+class RelayTokenIn(Schema):
+    node_id = fields.Int(required=True, validate=_id)
+
+
+class RelayTokenOut(Schema):
+    token = fields.Str(required=True)
+    token_type = fields.Str(required=True)
+    expires_in = fields.Int(required=True)
+    issuer = fields.Str(required=True)
+    audience = fields.Str(required=True)
+    node_id = fields.Int(required=True)
+    collaboration_id = fields.Int(required=True)
+    projects = fields.List(fields.Str(), required=True)
+
+
+class RelayKeyOut(Schema):
+    issuer = fields.Str(required=True)
+    algorithm = fields.Str(required=True)
+    public_key = fields.Str(
+        allow_none=True, metadata={"description": "PEM; null when nodes share an HS secret."}
+    )
+
+
+# ---------------------------------------------------------------- organisations
+
+
+class OrganizationIn(Schema):
+    name = fields.Str(required=True, validate=_title)
+    description = fields.Str(load_default="", validate=validate.Length(max=4000))
+
+
+class OrganizationPatch(_Patch):
+    name = fields.Str(validate=_title)
+    description = fields.Str(validate=validate.Length(max=4000))
+
+
+class OrganizationOut(Schema):
+    id = fields.Int(required=True)
+    name = fields.Str(required=True)
+    description = fields.Str()
+    created_at = fields.DateTime()
+
+
+# ---------------------------------------------------------------- users and roles
+
+
+class RoleIn(Schema):
+    name = fields.Str(required=True, validate=validate.OneOf(ROLE_NAMES))
+    organization_id = fields.Int(load_default=None, allow_none=True, validate=_id)
+    collaboration_id = fields.Int(load_default=None, allow_none=True, validate=_id)
+
+
+class RoleOut(Schema):
+    id = fields.Int(required=True)
+    name = fields.Str(required=True)
+    organization_id = fields.Int(allow_none=True)
+    collaboration_id = fields.Int(allow_none=True)
+
+
+class UserIn(Schema):
+    username = fields.Str(required=True, validate=_name)
+    password = fields.Str(required=True, validate=validate.Length(min=8, max=1024))
+    email = fields.Email(load_default=None, allow_none=True)
+    organization_id = fields.Int(required=True, validate=_id)
+
+
+class UserPatch(_Patch):
+    email = fields.Email(allow_none=True)
+    password = fields.Str(validate=validate.Length(min=8, max=1024))
+    current_password = fields.Str(
+        validate=validate.Length(max=1024),
+        metadata={"description": "Required when changing one's own password."},
+    )
+    active = fields.Bool()
+
+
+class UserOut(Schema):
+    id = fields.Int(required=True)
+    username = fields.Str(required=True)
+    email = fields.Str(allow_none=True)
+    organization_id = fields.Int(required=True)
+    active = fields.Bool()
+    created_at = fields.DateTime()
+    last_login = fields.DateTime(allow_none=True)
+    roles = fields.List(fields.Nested(RoleOut))
+
+
+class UserQuery(PageQuery):
+    organization_id = fields.Int(validate=_id)
+
+
+# ---------------------------------------------------------------- collaborations
+
+
+class CollaborationIn(Schema):
+    name = fields.Str(required=True, validate=_title)
+    description = fields.Str(load_default="", validate=validate.Length(max=4000))
+    organization_ids = fields.List(fields.Int(validate=_id), load_default=list)
+
+
+class CollaborationPatch(_Patch):
+    name = fields.Str(validate=_title)
+    description = fields.Str(validate=validate.Length(max=4000))
+
+
+class MemberIn(Schema):
+    organization_id = fields.Int(required=True, validate=_id)
+
+
+class CollaborationOut(Schema):
+    id = fields.Int(required=True)
+    name = fields.Str(required=True)
+    description = fields.Str()
+    created_at = fields.DateTime()
+    organization_ids = fields.Method("_org_ids")
+
+    def _org_ids(self, collab) -> list[int]:
+        return sorted(o.id for o in collab.organizations)
+
+
+# ---------------------------------------------------------------- nodes
+
+_projects = fields.List(fields.Str(validate=validate.Regexp(r"^[a-z0-9-]{1,64}$")))
+
+
+class NodeIn(Schema):
+    name = fields.Str(validate=_name, metadata={"description": "Default: org-collab ids."})
+    organization_id = fields.Int(required=True, validate=_id)
+    collaboration_id = fields.Int(required=True, validate=_id)
+    audience = fields.Str(
+        validate=validate.Length(min=1, max=256),
+        metadata={"description": "`aud` of relay tokens; default: the node name."},
+    )
+    projects = fields.List(
+        fields.Str(validate=validate.Regexp(r"^[a-z0-9-]{1,64}$")), load_default=list
+    )
+
+
+class NodePatch(_Patch):
+    name = fields.Str(validate=_name)
+    audience = fields.Str(validate=validate.Length(min=1, max=256))
+    projects = _projects
+
+
+class NodeQuery(PageQuery):
+    collaboration_id = fields.Int(validate=_id)
+    organization_id = fields.Int(validate=_id)
+
+
+class NodeOut(Schema):
+    id = fields.Int(required=True)
+    name = fields.Str(required=True)
+    organization_id = fields.Int(required=True)
+    collaboration_id = fields.Int(required=True)
+    audience = fields.Str()
+    projects = fields.List(fields.Str())
+    api_key_prefix = fields.Str(metadata={"description": "First characters of the key."})
+    last_seen = fields.DateTime(allow_none=True)
+    online = fields.Method("_online")
+    created_at = fields.DateTime()
+
+    def _online(self, node) -> bool:
+        if node.last_seen is None:
+            return False
+        limit = current_app.config["NODE_OFFLINE_AFTER"]
+        return (utcnow() - node.last_seen).total_seconds() <= limit
+
+
+class NodeKeyOut(NodeOut):
+    api_key = fields.Str(
+        required=True, metadata={"description": "Shown once: only its hash is kept."}
+    )
+
+
+# ---------------------------------------------------------------- tasks, runs, results
+
+
+class TaskIn(Schema):
+    name = fields.Str(load_default="", validate=validate.Length(max=256))
+    collaboration_id = fields.Int(required=True, validate=_id)
+    algorithm = fields.Str(
+        required=True, validate=validate.Regexp(r"^[A-Za-z][A-Za-z0-9_.:-]{0,127}$")
+    )
+    parameters = fields.Dict(keys=fields.Str(), load_default=dict)
+    node_ids = fields.List(
+        fields.Int(validate=_id),
+        load_default=None,
+        validate=validate.Length(min=1),
+        metadata={"description": "Default: every node of the collaboration."},
+    )
+    timeout = fields.Int(
+        load_default=None,
+        validate=validate.Range(min=1, max=7 * 24 * 3600),
+        metadata={"description": "Seconds until unfinished runs expire."},
+    )
+
+
+class TaskQuery(PageQuery):
+    collaboration_id = fields.Int(validate=_id)
+    status = fields.Str(validate=validate.OneOf(TASK_STATUSES))
+
+
+class RunOut(Schema):
+    id = fields.Int(required=True)
+    task_id = fields.Int(required=True)
+    node_id = fields.Int(required=True)
+    status = fields.Str(required=True, validate=validate.OneOf(RUN_STATUSES))
+    attempts = fields.Int()
+    created_at = fields.DateTime()
+    started_at = fields.DateTime(allow_none=True)
+    finished_at = fields.DateTime(allow_none=True)
+    message = fields.Str()
+    log = fields.Str(metadata={"description": "An excerpt of the run's log."})
+    result = fields.Raw(allow_none=True)
+
+
+class TaskOut(Schema):
+    id = fields.Int(required=True)
+    name = fields.Str()
+    collaboration_id = fields.Int(required=True)
+    creator_id = fields.Int(allow_none=True)
+    algorithm = fields.Str(required=True)
+    parameters = fields.Dict()
+    node_ids = fields.List(fields.Int(), attribute="target_node_ids")
+    status = fields.Str(required=True, validate=validate.OneOf(TASK_STATUSES))
+    message = fields.Str()
+    created_at = fields.DateTime()
+    dispatched_at = fields.DateTime(allow_none=True)
+    finished_at = fields.DateTime(allow_none=True)
+    deadline = fields.DateTime()
+    runs = fields.Method("_run_counts", metadata={"description": "Runs per status."})
+
+    def _run_counts(self, task) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for run in task.runs:
+            counts[run.status] = counts.get(run.status, 0) + 1
+        return counts
+
+
+class ResultOut(Schema):
+    task_id = fields.Int(required=True)
+    value = fields.Raw(allow_none=True)
+    created_at = fields.DateTime()
+
+
+# ---------------------------------------------------------------- audit
+
+
+class AuditQuery(PageQuery):
+    collaboration_id = fields.Int(validate=_id)
+    action = fields.Str(validate=validate.Length(max=64))
+    actor_name = fields.Str(validate=validate.Length(max=128))
+    since = fields.AwareDateTime(default_timezone=UTC)
+
+
+class AuditOut(Schema):
+    id = fields.Int(required=True)
+    time = fields.DateTime()
+    actor_type = fields.Str()
+    actor_id = fields.Int(allow_none=True)
+    actor_name = fields.Str()
+    action = fields.Str()
+    outcome = fields.Str()
+    organization_id = fields.Int(allow_none=True)
+    collaboration_id = fields.Int(allow_none=True)
+    target_type = fields.Str()
+    target_id = fields.Int(allow_none=True)
+    detail = fields.Dict()
+    remote = fields.Str()
+
+
+# ---------------------------------------------------------------- the node link
+
+
+class WorkQuery(Schema):
+    wait = fields.Float(
+        load_default=0,
+        validate=validate.Range(min=0, max=600),
+        metadata={"description": "Seconds to wait for work (capped by LONG_POLL_MAX)."},
+    )
+    limit = fields.Int(load_default=None, validate=validate.Range(min=1, max=100))
+
+
+class WorkItem(Schema):
+    kind = fields.Str(required=True, metadata={"description": "`task_run`."})
+    run_id = fields.Int(required=True)
+    task_id = fields.Int(required=True)
+    collaboration_id = fields.Int(required=True)
+    algorithm = fields.Str(required=True)
+    parameters = fields.Dict()
+    attempt = fields.Int()
+    deadline = fields.DateTime()
+    lease_expires = fields.DateTime()
+
+
+class WorkOut(Schema):
+    work = fields.List(fields.Nested(WorkItem), required=True)
+
+
+class RunResultIn(Schema):
+    status = fields.Str(required=True, validate=validate.OneOf(["completed", "failed"]))
+    result = fields.Raw(load_default=None, allow_none=True)
+    log = fields.Str(load_default="", validate=validate.Length(max=1_000_000))
+    message = fields.Str(load_default="", validate=validate.Length(max=10_000))
+
+
+class RunResultOut(Schema):
+    run_id = fields.Int(required=True)
+    status = fields.Str(required=True)
+    duplicate = fields.Bool(metadata={"description": "The same result was already in."})
+
+
+class HeartbeatIn(Schema):
+    running = fields.List(fields.Int(validate=_id), load_default=list)
+
+
+class HeartbeatOut(Schema):
+    time = fields.DateTime(required=True)
+    cancel = fields.List(
+        fields.Int(),
+        metadata={"description": "Runs among `running` the agent should stop."},
+    )
