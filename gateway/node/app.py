@@ -52,7 +52,9 @@ def build_services(config: NodeConfig) -> NodeServices:
             for name, p in config.profiles.items()
         }
         registry = MethodRegistry(pool.packages(), profiles)
-        sessions = _session_manager(SessionManager, pool, registry, catalogue, audit, config)
+        sessions = SessionManager(
+            pool, registry, catalogue, audit, config.limits, state_dir=config.state_dir
+        )
     except BaseException:
         pool.stop()
         raise
@@ -65,18 +67,6 @@ def build_services(config: NodeConfig) -> NodeServices:
         sessions=sessions,
         pool=pool,
     )
-
-
-def _session_manager(cls, pool, registry, catalogue, audit, config: NodeConfig):
-    import inspect
-
-    params = inspect.signature(cls).parameters
-    extra: dict[str, Any] = {}
-    # Workspaces live in the state directory; pass it if the manager takes it.
-    for name in ("workspace_dir", "workspaces_dir", "state_dir"):
-        if name in params:
-            extra[name] = config.workspace_dir if name != "state_dir" else config.state_dir
-    return cls(pool, registry, catalogue, audit, config.limits, **extra)
 
 
 def _load_config(config: NodeConfig | str | os.PathLike | None) -> NodeConfig:
@@ -125,14 +115,10 @@ def create_app(
 
 def close_services(services: NodeServices) -> None:
     """Stop every R process; called at exit (and by tests and the CLI)."""
-    for name in ("close_all", "stop", "shutdown"):
-        stop = getattr(services.sessions, name, None)
-        if callable(stop):
-            try:
-                stop()
-            except Exception:  # best effort at shutdown
-                log.exception("closing sessions failed")
-            break
+    try:
+        services.sessions.close_all()
+    except Exception:  # best effort at shutdown
+        log.exception("closing sessions failed")
     if services.pool is not None:
         try:
             services.pool.stop()

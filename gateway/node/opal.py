@@ -575,9 +575,7 @@ def get_command(session_id, rid):
 
 
 def _forget(session, rid: str) -> None:
-    forget = getattr(session, "remove_command", None)
-    if forget is not None:
-        forget(rid)
+    session.remove_command(rid)
 
 
 @bp.delete("/datashield/session/<session_id>/command/<rid>")

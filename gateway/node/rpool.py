@@ -210,6 +210,8 @@ class RPool:
                     worker.call("warm", timeout=60)
                     self._warm.append(worker)
                 except Exception:
+                    if self._stopping:
+                        return
                     log.exception("could not fork a warm R worker")
                     time.sleep(1)
                     break

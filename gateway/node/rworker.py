@@ -44,10 +44,15 @@ local({
     list(r[[1]], if (isTRUE(r[[1]])) NULL else r[[2]])
   }
   helpers$to_rds <- function(value) serialize(value, NULL)
-  # Opal answers aggregate results as JSON; see docs/gateway-api.md for the shape.
+  # Opal answers aggregate results as JSON exactly as its R server (Rock) makes it:
+  # jsonlite with unboxed scalars and full precision, serializeJSON for what toJSON
+  # cannot represent, and an empty object as null.
   helpers$to_json <- function(value) {
-    as.character(jsonlite::toJSON(value, auto_unbox = TRUE, digits = NA,
-                                  null = "null", na = "null", force = TRUE))
+    json <- tryCatch(
+      as.character(jsonlite::toJSON(value, auto_unbox = TRUE, null = "null", na = "null",
+                                    digits = NA)),
+      error = function(e) as.character(jsonlite::serializeJSON(value)))
+    if (identical(json, "{}")) "null" else json
   }
   helpers$set_options <- function(values) {
     # values: named character vector of R literals, from installed packages and the

@@ -177,6 +177,15 @@ class Session:
             lambda timeout: self.worker.call("aggregate", timeout=timeout, code=code, fmt=fmt),
         )
 
+    def remove_command(self, command_id: str) -> None:
+        """Forget a finished command (Opal's `rm=true` once its result was fetched)."""
+        with self._lock:
+            command = self.commands.get(command_id)
+            if command is None:
+                raise NotFound(f"Command '{command_id[:64]}' not found")
+            if command.done:
+                del self.commands[command_id]
+
     def _check(self, expr: str, kind: str) -> str:
         methods = self.manager.registry.table(self.profile, kind)
         try:
