@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
+from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException
 
 from gateway.coordinator import db
@@ -64,6 +65,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     register_blueprints(app)
 
     app.register_error_handler(CoordinatorError, _coordinator_error)
+    app.register_error_handler(IntegrityError, _integrity_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
     return app
@@ -86,6 +88,12 @@ def _coordinator_error(err: CoordinatorError) -> Response:
     if err.status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="dsgateway"'
     return response
+
+
+def _integrity_error(_err: IntegrityError) -> Response:
+    # A unique or foreign-key clash found on flush, before the view's commit.
+    db.session().rollback()
+    return _json_error(409, {"message": "That conflicts with existing data."})
 
 
 def _http_error(err: HTTPException) -> Response:

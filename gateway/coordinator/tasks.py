@@ -127,9 +127,9 @@ def finalize_task(task_id: int) -> str | None:
             status, message = "failed", f"Central aggregation failed: {err}"[:4000]
     else:
         names = dict(
-            s.execute(select(Node.id, Node.name).where(Node.id.in_([r.node_id for r in runs])))
-            .tuples()
-            .all()
+            s.execute(
+                select(Node.id, Node.name).where(Node.id.in_([r.node_id for r in runs]))
+            ).all()
         )
         status, message = "failed", _failure_reason(list(runs), names)
     changed = s.execute(

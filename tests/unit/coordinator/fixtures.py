@@ -39,14 +39,11 @@ class Database:
     def empty(self) -> None:
         engine = create_engine(self.url)
         try:
+            # DELETE, children first: on tables this small it is much faster than
+            # TRUNCATE on PostgreSQL. Ids keep counting up; no test relies on them.
             with engine.begin() as conn:
-                if self.backend == "postgresql":
-                    names = ", ".join(self.tables)
-                    conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
-                else:
-                    conn.execute(text("PRAGMA foreign_keys=OFF"))
-                    for name in self.tables:
-                        conn.execute(text(f"DELETE FROM {name}"))  # noqa: S608 (our names)
+                for name in self.tables:
+                    conn.execute(text(f"DELETE FROM {name}"))  # noqa: S608 (our names)
         finally:
             engine.dispose()
 
