@@ -90,7 +90,7 @@ def database(request, tmp_path_factory) -> Database:
     return Database(request.param, url, list(dict.fromkeys(tables)))
 
 
-def test_settings(database: Database, instance: Path, **extra) -> dict:
+def coordinator_settings(database: Database, instance: Path, **extra) -> dict:
     return {
         "TESTING": True,
         "DATABASE_URL": database.url,
@@ -110,7 +110,7 @@ def app(database, tmp_path):
     from gateway.coordinator import create_app, db
 
     database.empty()
-    app = create_app(test_settings(database, tmp_path / "instance"))
+    app = create_app(coordinator_settings(database, tmp_path / "instance"))
     yield app
     db.engine(app).dispose()
 
