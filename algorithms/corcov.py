@@ -122,6 +122,8 @@ def cov(
         raise ValueError(f"use must be 'casewise' or 'pairwise', not {use!r}")
     labels, args = _names(session, x, y, nodes)
     p = len(labels)
+    if y is None:
+        args.append(rx.NULL)
     answers = _calls.aggregate(session, rx.call("covDS", *args, rx.string(_USE[use])), nodes)
     errors = {
         node: rv.text(value.get("errorMessage"))
