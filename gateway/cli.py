@@ -4,12 +4,14 @@ dsgateway gateway serve --config node.yaml      run a node's DataSHIELD gateway
 dsgateway gateway serve --data ./data           quick start: user admin, profile default
 dsgateway gateway hash-password                 make a password_hash for node.yaml
 dsgateway gateway audit --user alice            read the audit log
+dsgateway gateway install-r-package             install dsGatewayBase into an R library
 dsgateway demo                                  example data, a gateway, a session
 """
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import tempfile
 from datetime import UTC, datetime, timedelta
@@ -149,6 +151,41 @@ def audit(config_file, log_file, user, outcome, action, since, as_json) -> None:
         )
 
 
+@gateway.command("install-r-package")
+@click.option(
+    "--library",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="R library to install into (default: $DSGATEWAY_R_LIB, else a per-user "
+    "library that the gateway finds by itself).",
+)
+def install_r_package(library: str | None) -> None:
+    """Install dsGatewayBase, the built-in DataSHIELD server package, into an R library."""
+    from gateway.node import rpackage
+
+    target = library or os.environ.get(rpackage.LIBRARY_ENV) or str(rpackage.user_library())
+    click.echo(f"Installing {rpackage.PACKAGE} into {target} ...")
+    try:
+        rpackage.install(target)
+    except RuntimeError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo("Done.")
+
+
+def _ensure_r_package(cfg):
+    """The demo needs a DataSHIELD package; install the shipped one if none is found."""
+    import dataclasses
+
+    from gateway.node import rpackage
+
+    if cfg.r_lib and rpackage.is_installed(cfg.r_lib):
+        return cfg
+    target = rpackage.user_library()
+    click.echo(f"Installing the built-in R server package into {target} (once) ...")
+    rpackage.install(target)
+    return dataclasses.replace(cfg, r_lib=str(target))
+
+
 # ---------------------------------------------------------------- demo
 
 
@@ -177,6 +214,7 @@ def demo(seed: int, keep: bool) -> None:
     click.echo(f"Example data in {work / 'data'}: {', '.join(tables)}")
     password = secrets.token_urlsafe(12)
     cfg = NodeConfig.quick(work / "data", work / "state", password=password)
+    cfg = _ensure_r_package(cfg)
     click.echo("Starting the gateway (R workers) ...")
     app = create_app(cfg)
     server = BackgroundServer(app).start()

@@ -52,6 +52,13 @@ def build_services(config: NodeConfig) -> NodeServices:
             for name, p in config.profiles.items()
         }
         registry = MethodRegistry(pool.packages(), profiles)
+        if not pool.packages():
+            log.warning(
+                "No DataSHIELD package found in the R libraries (r_lib: %s): every call "
+                "will be refused. Install the built-in one with `dsgateway gateway "
+                "install-r-package` or set r_lib in the node config.",
+                config.r_lib,
+            )
         sessions = SessionManager(
             pool, registry, catalogue, audit, config.limits, state_dir=config.state_dir
         )

@@ -20,6 +20,7 @@ import yaml
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from gateway.node.limits import Limits
+from gateway.node.rpackage import default_library
 
 __all__ = [
     "ConfigError",
@@ -316,7 +317,7 @@ class NodeConfig:
         return cls(
             data_dir=data_dir,
             state_dir=state_dir,
-            r_lib=data["r_lib"] or os.environ.get("DSGATEWAY_R_LIB") or None,
+            r_lib=data["r_lib"] or default_library(),
             sql_tables=tuple(data["sql_tables"]),
             users={
                 name: UserConfig(name, u["password_hash"], u["projects"])
