@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from typing import Any
 
 from celery import Celery, Task
+from celery.signals import worker_process_init
 from flask import Flask
 
 __all__ = ["EmbeddedWorker", "celery_init_app", "is_embedded"]
@@ -34,6 +36,26 @@ log = logging.getLogger(__name__)
 
 def is_embedded(app: Flask) -> bool:
     return str(app.config["CELERY_BROKER_URL"]).startswith("memory://")
+
+
+_APPS: weakref.WeakSet[Flask] = weakref.WeakSet()
+
+
+@worker_process_init.connect
+def _fresh_connections(**_kw: Any) -> None:
+    # A forked (prefork) worker must not share its parent's database connections.
+    from gateway.coordinator import db
+
+    for app in list(_APPS):
+        db.engine(app).dispose(close=False)
+
+
+def _transport_options(app: Flask) -> dict[str, Any]:
+    if is_embedded(app):
+        # The in-memory channel is polled; 50 ms keeps dispatch prompt at little cost.
+        return {"polling_interval": 0.05}
+    # Redis: a task not acknowledged within an hour (its worker died) is delivered again.
+    return {"visibility_timeout": 3600}
 
 
 def celery_init_app(app: Flask) -> Celery:
@@ -62,7 +84,7 @@ def celery_init_app(app: Flask) -> Celery:
                 "interval_step": 0.5,
                 "interval_max": 1.0,
             },
-            "broker_transport_options": {"visibility_timeout": 3600},
+            "broker_transport_options": _transport_options(app),
             "beat_schedule": {
                 "sweep": {
                     "task": "gateway.coordinator.tasks.sweep",
@@ -74,6 +96,8 @@ def celery_init_app(app: Flask) -> Celery:
     )
     celery_app.set_default()
     app.extensions["celery"] = celery_app
+    _APPS.add(app)
+
     # Register the shared tasks with this app now (the worker imports them too).
     import gateway.coordinator.tasks  # noqa: F401
 

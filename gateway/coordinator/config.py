@@ -41,7 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "RELAY_ALGORITHM": None,  # default: RS256 for a key file, HS256 for a secret
     "RELAY_TOKEN_TTL": 3600,
     # Celery: "memory://" is the embedded, in-process transport (no Redis).
-    "CELERY_BROKER_URL": "memory://",
+    "CELERY_BROKER_URL": "memory://localhost/",
     "CELERY_RESULT_BACKEND": "cache+memory://",
     # Run expiry and recovery sweep, seconds between beats.
     "SWEEP_INTERVAL": 15,
@@ -63,7 +63,7 @@ DEFAULTS: dict[str, Any] = {
     "AGGREGATOR_MODULES": [],
     "HOST": "127.0.0.1",
     "PORT": 5000,
-    "THREADS": 32,
+    "THREADS": 64,
 }
 
 
