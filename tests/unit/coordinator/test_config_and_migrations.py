@@ -39,7 +39,7 @@ def test_embedded_defaults_sqlite_and_a_kept_signing_key(tmp_path, monkeypatch):
     app = create_app({"INSTANCE_PATH": str(instance)})
     try:
         assert app.config["DATABASE_URL"] == f"sqlite:///{instance / 'coordinator.db'}"
-        assert app.config["CELERY_BROKER_URL"] == "memory://"
+        assert app.config["CELERY_BROKER_URL"].startswith("memory://")
         key = app.config["SECRET_KEY"]
         assert len(key) > 40 and (instance / "secret_key").stat().st_mode & 0o077 == 0
     finally:
