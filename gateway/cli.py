@@ -252,6 +252,11 @@ def demo(seed: int, keep: bool) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+from gateway.coordinator.cli import coordinator  # noqa: E402 (the coordinator's group)
+
+cli.add_command(coordinator)
+
+
 def main(argv: list[str] | None = None) -> None:
     cli.main(args=argv, prog_name="dsgateway")
 
