@@ -32,6 +32,8 @@ floating NaN that is not null stays ``NaN``. Any other Arrow type is refused wit
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -39,7 +41,7 @@ import rpy2.rinterface as ri
 
 from gateway.node.errors import BadRequest
 
-__all__ = ["NA_INTEGER", "NA_REAL", "arrow_to_r_dataframe"]
+__all__ = ["NA_INTEGER", "NA_REAL", "arrow_to_r_dataframe", "columns_to_r_dataframe"]
 
 NA_INTEGER = -(2**31)
 _NA_REAL_BITS = 0x7FF00000000007A2
@@ -76,12 +78,23 @@ def _r_function(name: str, code: str) -> ri.SexpClosure:
 
 def arrow_to_r_dataframe(table: pa.Table) -> ri.ListSexpVector:
     """Return an R ``data.frame`` holding ``table``'s columns in order (see module doc)."""
-    n = table.num_rows
-    columns = [
-        _column(name, col, n) for name, col in zip(table.column_names, table.columns, strict=True)
-    ]
-    df = ri.ListSexpVector(columns)
-    df.do_slot_assign("names", ri.StrSexpVector(list(table.column_names)))
+    return columns_to_r_dataframe(list(table.column_names), iter(table.columns), table.num_rows)
+
+
+def columns_to_r_dataframe(
+    names: list[str], columns: Iterator[pa.ChunkedArray], n: int
+) -> ri.ListSexpVector:
+    """The same from columns handed out one at a time (`datasources.read_columns`): each
+    Arrow column can be freed as soon as R has its copy."""
+    converted = []
+    for name in names:
+        column = next(columns)
+        if len(column) != n:
+            raise BadRequest(f"Column '{name}' has {len(column)} rows, the table {n}")
+        converted.append(_column(name, column, n))
+        del column
+    df = ri.ListSexpVector(converted)
+    df.do_slot_assign("names", ri.StrSexpVector(list(names)))
     # Compact row names c(NA_integer_, -n), as R's .set_row_names(n) makes them.
     rownames = [NA_INTEGER, -n] if n > 0 else []
     df.do_slot_assign("row.names", _int_vector(np.array(rownames, dtype=np.int32)))

@@ -207,11 +207,11 @@ class RRuntime:
         pq.read_table(io.BytesIO(buffer.getvalue()))
 
     def op_assign_table(self, symbol: str, source, variables: list[str] | None) -> None:
-        from gateway.node.datasources import read_arrow
-        from gateway.node.r_convert import arrow_to_r_dataframe
+        from gateway.node.datasources import read_columns
+        from gateway.node.r_convert import columns_to_r_dataframe
 
-        table = read_arrow(source, variables)
-        frame = arrow_to_r_dataframe(table)
+        stream = read_columns(source, variables)
+        frame = columns_to_r_dataframe(stream.names, stream.columns, stream.num_rows)
         # R's assign() binds the frame itself; rpy2's `globalenv[symbol] = frame` would
         # duplicate the whole data frame first.
         self.ri.baseenv.find("assign")(

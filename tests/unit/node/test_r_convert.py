@@ -400,3 +400,31 @@ def test_one_million_rows():
     x = np.asarray(table.column("x4").to_numpy())
     got = np.frombuffer(ri.globalenv["df"][3].memoryview(), dtype=np.float64)
     assert np.array_equal(got, x)
+
+
+# --------------------------------------------------------------------------- column streams
+
+
+@pytest.mark.parametrize("table", ["demo/cohort/patients", "demo/cohort/labs"])
+@pytest.mark.parametrize("variables", [None, ["sex", "id"]])
+def test_column_stream_gives_the_same_data_frame(tmp_path: Path, table, variables):
+    from gateway.node.datasources import read_columns
+    from gateway.node.r_convert import columns_to_r_dataframe
+
+    generate_example_data(tmp_path, seed=3, n=200)
+    src = TableCatalogue(tmp_path, []).resolve(table)
+    if variables and table.endswith("labs"):
+        variables = ["lab", "id"]
+    convert(read_arrow(src, variables), "whole")
+    stream = read_columns(src, variables)
+    ri.globalenv["streamed"] = columns_to_r_dataframe(stream.names, stream.columns, stream.num_rows)
+    check("identical(whole, streamed)")
+
+
+def test_column_stream_refuses_unknown_variables(tmp_path: Path):
+    from gateway.node.datasources import read_columns
+
+    generate_example_data(tmp_path, seed=3, n=20)
+    src = TableCatalogue(tmp_path, []).resolve("demo/cohort/patients")
+    with pytest.raises(BadRequest, match="nope"):
+        read_columns(src, ["age", "nope"])
