@@ -51,18 +51,19 @@ def _beta_fraction(a: float, b: float, x: float) -> float:
     raise ArithmeticError("incomplete beta: continued fraction did not converge")
 
 
-def _incomplete_beta(a: float, b: float, x: float) -> float:
-    """The regularised incomplete beta function I_x(a, b)."""
+def _incomplete_beta(a: float, b: float, x: float, y: float) -> float:
+    """The regularised incomplete beta function I_x(a, b); ``y`` is 1 - x, given by the
+    caller so that it keeps its precision when x is close to 1."""
     if x <= 0.0:
         return 0.0
-    if x >= 1.0:
+    if y <= 0.0:
         return 1.0
     log_front = (
-        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log(y)
     )
     if x < (a + 1.0) / (a + b + 2.0):
         return math.exp(log_front) * _beta_fraction(a, b, x) / a
-    return 1.0 - math.exp(log_front) * _beta_fraction(b, a, 1.0 - x) / b
+    return 1.0 - math.exp(log_front) * _beta_fraction(b, a, y) / b
 
 
 def t_two_sided_p(t: float, df: float) -> float:
@@ -71,4 +72,4 @@ def t_two_sided_p(t: float, df: float) -> float:
         return math.nan
     if math.isinf(t):
         return 0.0
-    return _incomplete_beta(df / 2.0, 0.5, df / (df + t * t))
+    return _incomplete_beta(df / 2.0, 0.5, df / (df + t * t), t * t / (df + t * t))

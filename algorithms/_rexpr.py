@@ -137,5 +137,32 @@ def formula(text: str) -> str:
         pos = m.end()
     if not tokens:
         raise ValueError(f"formula {text!r} has no terms on the right of '~'")
+    _check_formula_terms(text, tokens)
     out = " ".join(tokens).replace("( ", "(").replace(" )", ")")
     return f"{lhs} ~ {out}"
+
+
+def _check_formula_terms(text: str, tokens: list[str]) -> None:
+    """Terms and operators alternate; parentheses group terms and balance."""
+    want_term, depth = True, 0
+    for item in tokens:
+        if item == "(":
+            if not want_term:
+                raise ValueError(
+                    f"formula {text!r}: '(' after a term (function calls are not allowed)"
+                )
+            depth += 1
+        elif item == ")":
+            if want_term or depth == 0:
+                raise ValueError(f"formula {text!r}: unbalanced or empty parentheses")
+            depth -= 1
+        elif item in ("+", "-", "*", "^", ":", "%in%"):
+            if want_term:
+                raise ValueError(f"formula {text!r}: operator {item!r} without a term before it")
+            want_term = True
+        else:
+            if not want_term:
+                raise ValueError(f"formula {text!r}: two terms without an operator between them")
+            want_term = False
+    if want_term or depth:
+        raise ValueError(f"formula {text!r} ends in the middle of a term")
