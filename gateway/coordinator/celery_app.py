@@ -69,6 +69,7 @@ def celery_init_app(app: Flask) -> Celery:
         {
             "broker_url": app.config["CELERY_BROKER_URL"],
             "result_backend": app.config["CELERY_RESULT_BACKEND"],
+            "task_default_queue": app.config["CELERY_QUEUE"],
             "task_ignore_result": True,
             "task_acks_late": True,
             "task_reject_on_worker_lost": True,

@@ -43,8 +43,12 @@ DEFAULTS: dict[str, Any] = {
     # Celery: "memory://" is the embedded, in-process transport (no Redis).
     "CELERY_BROKER_URL": "memory://localhost/",
     "CELERY_RESULT_BACKEND": "cache+memory://",
+    # The queue the tasks go to (several coordinators may share one Redis).
+    "CELERY_QUEUE": "dsgateway",
     # Run expiry and recovery sweep, seconds between beats.
     "SWEEP_INTERVAL": 15,
+    # A task still pending this many seconds after creation lost its dispatch message.
+    "REDISPATCH_AFTER": 10,
     # Nodes: offline after this many seconds without a request.
     "NODE_OFFLINE_AFTER": 90,
     # A started run goes back to pending if its agent says nothing for this long.

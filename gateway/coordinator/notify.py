@@ -24,7 +24,6 @@ from typing import Any
 __all__ = ["LocalWorkNotifier", "RedisWorkNotifier", "WorkNotifier", "make_notifier"]
 
 log = logging.getLogger(__name__)
-CHANNEL = "dsgateway:work"
 
 
 class WorkNotifier:
@@ -72,8 +71,9 @@ class LocalWorkNotifier(WorkNotifier):
 class RedisWorkNotifier(WorkNotifier):
     recheck = 15.0
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, channel: str = "dsgateway:work"):
         super().__init__()
+        self._channel = channel
         import redis
 
         self._redis = redis.Redis.from_url(url)
@@ -96,7 +96,7 @@ class RedisWorkNotifier(WorkNotifier):
         while not self._stop.is_set():
             try:
                 pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-                pubsub.subscribe(CHANNEL)
+                pubsub.subscribe(self._channel)
                 backoff = 0.5
                 while not self._stop.is_set():
                     message = pubsub.get_message(timeout=1.0)
@@ -116,7 +116,7 @@ class RedisWorkNotifier(WorkNotifier):
         ids = list(node_ids)
         self._wake(ids)  # polls held by this very process
         try:
-            self._redis.publish(CHANNEL, ",".join(str(i) for i in ids))
+            self._redis.publish(self._channel, ",".join(str(i) for i in ids))
         except Exception as err:  # polls look again within `recheck` seconds anyway
             log.warning("could not publish work notification: %s", err)
 
@@ -132,5 +132,5 @@ def make_notifier(settings: dict[str, Any]) -> WorkNotifier:
         url = settings.get("REDIS_URL") or settings.get("CELERY_BROKER_URL")
         if not url or not str(url).startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("WORK_NOTIFIER=redis needs REDIS_URL (redis://...)")
-        return RedisWorkNotifier(url)
+        return RedisWorkNotifier(url, f"{settings.get('CELERY_QUEUE', 'dsgateway')}:work")
     raise ValueError(f"WORK_NOTIFIER must be 'local' or 'redis', not {kind!r}")

@@ -38,8 +38,6 @@ from gateway.coordinator.runs import OPEN, all_runs_final
 __all__ = ["dispatch", "finalize", "queue", "sweep"]
 
 log = logging.getLogger(__name__)
-# A pending task this old was probably not dispatched (its message was lost).
-_REDISPATCH_AFTER = timedelta(seconds=10)
 
 
 def _services():
@@ -219,7 +217,10 @@ def sweep_once() -> dict[str, int]:
 
     # Tasks whose dispatch never happened.
     stale = s.execute(
-        select(Task.id).where(Task.status == "pending", Task.created_at < now - _REDISPATCH_AFTER)
+        select(Task.id).where(
+            Task.status == "pending",
+            Task.created_at < now - timedelta(seconds=float(cfg["REDISPATCH_AFTER"])),
+        )
     ).scalars()
     for task_id in list(stale):
         if dispatch_task(task_id):
