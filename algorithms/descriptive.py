@@ -118,10 +118,15 @@ def quantile_mean(session, x: str, *, type: str = "both", nodes: Sequence[str] |
     ...
     Mean     53.8
     """
-    v = rx.name(x)
+    return select(_quantile_mean(session, rx.name(x), nodes), type)
+
+
+def _quantile_mean(session, v: str, nodes, valid: dict[str, int] | None = None) -> pd.DataFrame:
     answers = _calls.aggregate(session, rx.call("quantileMeanDS", v), nodes)
-    lengths = _calls.aggregate(session, rx.call("lengthDS", rx.string(v)), nodes)
-    missing = _calls.aggregate(session, rx.call("numNaDS", v), nodes)
+    if valid is None:
+        lengths = _calls.aggregate(session, rx.call("lengthDS", rx.string(v)), nodes)
+        missing = _calls.aggregate(session, rx.call("numNaDS", v), nodes)
+        valid = {n: rv.integer(lengths[n]) - rv.integer(missing[n]) for n in answers}
     columns = [*QUANTILES, "Mean"]
     rows, weights, invalid = {}, {}, {}
     for node, value in answers.items():
@@ -130,7 +135,7 @@ def quantile_mean(session, x: str, *, type: str = "both", nodes: Sequence[str] |
             invalid[node] = "too few values to release quantiles (fewer than nfilter.tab)"
             continue
         rows[node] = dict(zip(columns, values.tolist(), strict=True))
-        weights[node] = rv.integer(lengths[node]) - rv.integer(missing[node])
+        weights[node] = valid[node]
     if invalid:
         raise NodeError(invalid, "quantileMeanDS")
     w = np.array([weights[n] for n in rows], dtype=float)
@@ -138,7 +143,7 @@ def quantile_mean(session, x: str, *, type: str = "both", nodes: Sequence[str] |
     combined = dict(zip(columns, (w @ matrix / w.sum()).tolist(), strict=True))
     frame = by_node(rows, combined, columns)
     frame["n_valid"] = [*w.astype(int).tolist(), int(w.sum())]
-    return select(frame, type)
+    return frame
 
 
 def summary(session, x: str, *, nodes: Sequence[str] | None = None) -> pd.DataFrame:
@@ -165,7 +170,9 @@ def summary(session, x: str, *, nodes: Sequence[str] | None = None) -> pd.DataFr
         frame = dim(session, x, nodes=nodes)
     elif any(c in _NUMERIC_CLASSES for c in first):
         v = var(session, x, nodes=nodes)
-        q = quantile_mean(session, x, nodes=nodes)
+        # varDS already counted the valid values that weight the quantiles
+        valid = {n: int(c) for n, c in v["n_valid"].drop(index=_calls.COMBINED).items()}
+        q = _quantile_mean(session, rx.name(x), nodes, valid)
         frame = pd.DataFrame(
             {
                 "length": v["n_total"],
