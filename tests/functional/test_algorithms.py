@@ -440,6 +440,10 @@ def test_glm_with_a_data_argument(session, r_glm):
     fit = ds.glm(session, "bmi ~ age + sex", "gaussian", data="D")
     assert list(fit.coefficients.index) == r_glm["data"]["names"]
     assert_close("glm (data=) coefficients", fit.params, r_glm["data"]["coef"], REL_GLM)
+    # the poisson AIC's server-side term also works with columns of `data`
+    fit = ds.glm(session, "visits ~ age + sex", "poisson", data="D")
+    assert_close("glm (data=) poisson AIC", fit.aic, r_glm["poisson"]["aic"], REL)
+    assert_close("glm (data=) poisson coefficients", fit.params, r_glm["poisson"]["coef"], REL_GLM)
 
 
 def test_glm_refused_when_a_node_has_too_few_rows_for_the_parameters(session):
