@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from flask import current_app, g, request
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from gateway.coordinator import db
 from gateway.coordinator.errors import Forbidden, NotFound, Unauthorized
@@ -174,11 +174,28 @@ def authenticate_node() -> Node:
     node = s.execute(select(Node).where(Node.api_key_hash == hash_api_key(key))).scalar()
     if node is None:
         raise Unauthorized("Invalid API key.")
-    now = utcnow()
-    if node.last_seen is None or now - node.last_seen > _LAST_SEEN_GRANULARITY:
-        node.last_seen = now
+    touch_node(node)
     g.node = node
     return node
+
+
+def touch_node(node: Node, force: bool = False) -> None:
+    """Record that the node was seen, in a transaction of its own, committed at once.
+
+    Liveness is not part of what a request changes: keeping the node's row locked for
+    the length of a request would make two requests of one node wait on each other
+    (and, with run rows locked in another order, deadlock)."""
+    now = utcnow()
+    if force or node.last_seen is None or now - node.last_seen > _LAST_SEEN_GRANULARITY:
+        s = db.session()
+        s.execute(
+            update(Node)
+            .where(Node.id == node.id)
+            .values(last_seen=now)
+            .execution_options(synchronize_session=False)
+        )
+        s.commit()
+        node.last_seen = now
 
 
 def current_node() -> Node:

@@ -179,7 +179,7 @@ def stack(tmp_path_factory, postgres_database):  # noqa: F811 (the fixture)
 
 @pytest.fixture
 def fed(stack):
-    server, worker, settings, database = stack
+    _server, _worker, settings, database = stack
     from gateway.coordinator.models import Base
 
     database.tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
@@ -195,6 +195,9 @@ def fed(stack):
     try:
         yield world
     finally:
+        from gateway.coordinator.app import services
+
+        services(app).notifier.close()
         db.engine(app).dispose()
 
 

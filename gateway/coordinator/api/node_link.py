@@ -14,9 +14,9 @@ from flask import Blueprint, current_app
 from gateway.coordinator import audit, db
 from gateway.coordinator.api.endpoint import endpoint
 from gateway.coordinator.app import services
-from gateway.coordinator.authz import current_node
+from gateway.coordinator.authz import current_node, touch_node
 from gateway.coordinator.errors import Conflict, NotFound
-from gateway.coordinator.models import Run, utcnow
+from gateway.coordinator.models import Run
 from gateway.coordinator.runs import all_runs_final, claim_runs, extend_leases, finish_run
 from gateway.coordinator.schemas import (
     HeartbeatIn,
@@ -76,11 +76,10 @@ def work(query):
         for run in runs:
             audit.record("run.start", run, detail={"attempt": run.attempts})
         left = end - time.monotonic()
-        if items or left <= 0:
-            node.last_seen = utcnow()
-            db.commit()
-            return {"work": items}
         db.commit()  # never hold a transaction (or an SQLite write lock) while waiting
+        if items or left <= 0:
+            touch_node(node)
+            return {"work": items}
         notifier.wait(node.id, version, min(left, notifier.recheck))
 
 
@@ -139,7 +138,7 @@ def post_result(run_id, body):
 )
 def heartbeat(body):
     node = current_node()
-    node.last_seen = utcnow()
+    touch_node(node, force=True)
     cancel = extend_leases(
         db.session(), node, body["running"], float(current_app.config["RUN_LEASE"])
     )
