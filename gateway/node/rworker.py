@@ -51,7 +51,9 @@ local({
     json <- tryCatch(
       as.character(jsonlite::toJSON(value, auto_unbox = TRUE, null = "null", na = "null",
                                     digits = NA)),
-      error = function(e) as.character(jsonlite::serializeJSON(value)))
+      # Rock falls back to serializeJSON with its default 8 digits; full precision keeps
+      # the same shape and spares federated models (glm information matrices) rounding.
+      error = function(e) as.character(jsonlite::serializeJSON(value, digits = NA)))
     if (identical(json, "{}")) "null" else json
   }
   helpers$set_options <- function(values) {
