@@ -24,6 +24,7 @@ __all__ = [
     "claim_runs",
     "extend_leases",
     "finish_run",
+    "release_runs",
 ]
 
 OPEN = ("pending", "started")
@@ -120,6 +121,38 @@ def extend_leases(s: Session, node: Node, run_ids: Iterable[int], lease: float) 
         ).scalars()
     )
     return [i for i in ids if i not in alive]
+
+
+def release_runs(s: Session, node: Node, keep: Iterable[int], max_attempts: int) -> list[int]:
+    """A restarted agent gives back the runs it had claimed and no longer works on:
+    pending again at once (instead of after their lease), or failed after
+    `max_attempts` claims. Returns the ids made pending again."""
+    keep = set(keep)
+    now = utcnow()
+    started = s.execute(
+        select(Run.id, Run.attempts).where(Run.node_id == node.id, Run.status == "started")
+    ).all()
+    released = []
+    for run_id, attempts in started:
+        if run_id in keep:
+            continue
+        values: dict[str, Any] = {"status": "pending", "lease_expires": None}
+        if attempts >= max_attempts:
+            values = {
+                "status": "failed",
+                "finished_at": now,
+                "lease_expires": None,
+                "message": f"The node's agent restarted during the run ({attempts} attempts).",
+            }
+        done = s.execute(
+            update(Run)
+            .where(Run.id == run_id, Run.status == "started")
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        if done.rowcount and values["status"] == "pending":
+            released.append(run_id)
+    return released
 
 
 def all_runs_final(s: Session, task: Task) -> bool:

@@ -347,6 +347,10 @@ class WorkItem(Schema):
     collaboration_id = fields.Int(required=True)
     algorithm = fields.Str(required=True)
     parameters = fields.Dict()
+    user = fields.Str(
+        allow_none=True,
+        metadata={"description": "The researcher who created the task (for node policy)."},
+    )
     attempt = fields.Int()
     deadline = fields.DateTime()
     lease_expires = fields.DateTime()
@@ -371,6 +375,13 @@ class RunResultOut(Schema):
 
 class HeartbeatIn(Schema):
     running = fields.List(fields.Int(validate=_id), load_default=list)
+    reset = fields.Bool(
+        load_default=False,
+        metadata={
+            "description": "The agent (re)started: its claimed runs not in `running` are "
+            "given back at once (one agent per node key)."
+        },
+    )
 
 
 class HeartbeatOut(Schema):

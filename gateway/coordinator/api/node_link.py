@@ -17,7 +17,13 @@ from gateway.coordinator.app import services
 from gateway.coordinator.authz import current_node, touch_node
 from gateway.coordinator.errors import Conflict, NotFound
 from gateway.coordinator.models import Run
-from gateway.coordinator.runs import all_runs_final, claim_runs, extend_leases, finish_run
+from gateway.coordinator.runs import (
+    all_runs_final,
+    claim_runs,
+    extend_leases,
+    finish_run,
+    release_runs,
+)
 from gateway.coordinator.schemas import (
     HeartbeatIn,
     HeartbeatOut,
@@ -40,6 +46,7 @@ def _work_item(run: Run) -> dict:
         "collaboration_id": task.collaboration_id,
         "algorithm": task.algorithm,
         "parameters": task.parameters,
+        "user": task.creator.username if task.creator else None,
         "attempt": run.attempts,
         "deadline": task.deadline,
         "lease_expires": run.lease_expires,
@@ -139,8 +146,15 @@ def post_result(run_id, body):
 def heartbeat(body):
     node = current_node()
     touch_node(node, force=True)
-    cancel = extend_leases(
-        db.session(), node, body["running"], float(current_app.config["RUN_LEASE"])
-    )
+    cfg = current_app.config
+    s = db.session()
+    cancel = extend_leases(s, node, body["running"], float(cfg["RUN_LEASE"]))
+    released = []
+    if body["reset"]:
+        released = release_runs(s, node, body["running"], int(cfg["RUN_MAX_ATTEMPTS"]))
+        if released:
+            audit.record("node.release_runs", node, detail={"runs": released})
     db.commit()
+    if released:
+        services().notifier.notify([node.id])
     return {"time": node.last_seen, "cancel": cancel}

@@ -40,6 +40,7 @@ def test_a_task_runs_on_every_node_and_its_results_are_combined(client, fed):
     [item_a] = poll(client, fed, "node-a")
     assert item_a["kind"] == "task_run" and item_a["algorithm"] == "sum"
     assert item_a["parameters"] == {"x": 1} and item_a["attempt"] == 1
+    assert item_a["user"] == "alice"
     assert poll(client, fed, "node-a") == []  # started runs are not handed out again
     [item_b] = poll(client, fed, "node-b")
     assert poll(client, fed, "node-c") == []
@@ -336,3 +337,18 @@ def test_tasks_need_a_researcher_role_and_nodes_of_the_collaboration(client, fed
 def test_bad_long_poll_parameters(client, fed, wait):
     r = client.get(f"/api/node/work?wait={wait}", headers=fed.world.as_node("node-a"))
     assert r.status_code == 400 and "wait" in r.json["errors"]
+
+
+def test_a_restarted_agent_gives_back_its_runs_at_once(client, fed):
+    task = create_task(client, fed, node_ids=[fed.node_a])
+    create_task(client, fed, node_ids=[fed.node_a])
+    first, second = poll(client, fed, "node-a")
+    hb = client.post(
+        "/api/node/heartbeat",
+        headers=fed.world.as_node("node-a"),
+        json={"running": [second["run_id"]], "reset": True},
+    )
+    assert hb.status_code == 200 and hb.json["cancel"] == []
+    [again] = poll(client, fed, "node-a")
+    assert again["run_id"] == first["run_id"] and again["attempt"] == 2
+    assert again["task_id"] == task["id"]
