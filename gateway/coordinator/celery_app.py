@@ -138,8 +138,7 @@ class EmbeddedWorker:
         return self
 
     def _beat(self) -> None:
-        from gateway.coordinator.tasks import sweep
-
+        sweep = self.celery.tasks["gateway.coordinator.tasks.sweep"]
         interval = float(self.app.config["SWEEP_INTERVAL"])
         while not self._stop.wait(interval):
             try:

@@ -239,12 +239,17 @@ def sweep() -> dict[str, int]:
     return sweep_once()
 
 
-def queue(task, *args: Any) -> bool:
-    """`task.delay(*args)`, but a broker that is away is not the caller's failure: the
-    database already holds the state, and `sweep` will catch up. Returns True if queued."""
+def queue(name: str, *args: Any) -> bool:
+    """Queue task `name` ("dispatch", "finalize") of this app's Celery, but a broker that
+    is away is not the caller's failure: the database already holds the state, and
+    `sweep` will catch up. Returns True if queued.
+
+    The task is looked up on the Flask app's own Celery app, not through the
+    `shared_task` proxy (which follows Celery's default app, the newest one made)."""
+    celery = current_app.extensions["celery"]
     try:
-        task.delay(*args)
+        celery.tasks[f"gateway.coordinator.tasks.{name}"].delay(*args)
         return True
     except Exception as err:
-        log.warning("could not queue %s%r (%s); the sweep will catch up", task.name, args, err)
+        log.warning("could not queue %s%r (%s); the sweep will catch up", name, args, err)
         return False

@@ -99,7 +99,7 @@ def work(query):
     summary="Post a run's result (repeating the same result is harmless)",
 )
 def post_result(run_id, body):
-    from gateway.coordinator.tasks import finalize, queue
+    from gateway.coordinator.tasks import queue
 
     node = current_node()
     s = db.session()
@@ -132,7 +132,7 @@ def post_result(run_id, body):
     finished = all_runs_final(s, task)
     db.commit()
     if finished:
-        queue(finalize, task.id)
+        queue("finalize", task.id)
     return {"run_id": run.id, "status": status, "duplicate": False}
 
 

@@ -55,7 +55,7 @@ def list_tasks(query):
     summary="Create a task (researchers of the collaboration)",
 )
 def create_task(body):
-    from gateway.coordinator.tasks import dispatch, queue
+    from gateway.coordinator.tasks import queue
 
     principal = current_user()
     s = db.session()
@@ -90,7 +90,7 @@ def create_task(body):
     s.add(task)
     audit.record("task.create", task, detail={"algorithm": task.algorithm, "nodes": targets})
     db.commit()
-    queue(dispatch, task.id)
+    queue("dispatch", task.id)
     s.refresh(task)
     return task
 
