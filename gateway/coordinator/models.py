@@ -193,6 +193,9 @@ class Node(Base):
     # Projects of this node the collaboration's researchers may read (relay tokens).
     projects: Mapped[list[Any]] = mapped_column(default=list)
     last_seen: Mapped[datetime | None] = mapped_column()
+    # The agent process that last (re)started for this node: polls of any other one
+    # (a killed agent's poll still waiting, a second agent with the same key) get no work.
+    agent_session: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     organization: Mapped[Organization] = relationship()

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import exists, or_, select, update
 from sqlalchemy.orm import Session
 
 from gateway.coordinator.models import RUN_FINAL, Node, Run, Task, utcnow
@@ -30,9 +30,12 @@ __all__ = [
 OPEN = ("pending", "started")
 
 
-def claim_runs(s: Session, node: Node, limit: int, lease: float) -> list[Run]:
+def claim_runs(
+    s: Session, node: Node, limit: int, lease: float, agent_session: str | None = None
+) -> list[Run]:
     """Mark up to `limit` pending runs of this node started (with a lease) and return
-    them. The caller commits."""
+    them. With `agent_session`, only while that agent is the node's current one (see
+    Node.agent_session). The caller commits."""
     now = utcnow()
     candidates = (
         s.execute(
@@ -51,10 +54,18 @@ def claim_runs(s: Session, node: Node, limit: int, lease: float) -> list[Run]:
         .all()
     )
     claimed: list[int] = []
+    current_agent = []
+    if agent_session is not None:
+        current_agent = [
+            exists().where(
+                Node.id == node.id,
+                or_(Node.agent_session.is_(None), Node.agent_session == agent_session),
+            )
+        ]
     for run_id in candidates:
         result = s.execute(
             update(Run)
-            .where(Run.id == run_id, Run.status == "pending")
+            .where(Run.id == run_id, Run.status == "pending", *current_agent)
             .values(
                 status="started",
                 started_at=now,
@@ -123,12 +134,25 @@ def extend_leases(s: Session, node: Node, run_ids: Iterable[int], lease: float) 
     return [i for i in ids if i not in alive]
 
 
-def release_runs(s: Session, node: Node, keep: Iterable[int], max_attempts: int) -> list[int]:
+def release_runs(
+    s: Session,
+    node: Node,
+    keep: Iterable[int],
+    max_attempts: int,
+    agent_session: str | None = None,
+) -> list[int]:
     """A restarted agent gives back the runs it had claimed and no longer works on:
     pending again at once (instead of after their lease), or failed after
     `max_attempts` claims. Returns the ids made pending again."""
     keep = set(keep)
     now = utcnow()
+    if agent_session is not None:
+        s.execute(
+            update(Node)
+            .where(Node.id == node.id)
+            .values(agent_session=agent_session)
+            .execution_options(synchronize_session=False)
+        )
     started = s.execute(
         select(Run.id, Run.attempts).where(Run.node_id == node.id, Run.status == "started")
     ).all()

@@ -331,6 +331,13 @@ class AuditOut(Schema):
 # ---------------------------------------------------------------- the node link
 
 
+_agent_session = fields.Str(
+    load_default=None,
+    validate=validate.Length(min=8, max=64),
+    metadata={"description": "A random id the agent process chose when it started."},
+)
+
+
 class WorkQuery(Schema):
     wait = fields.Float(
         load_default=0,
@@ -338,6 +345,7 @@ class WorkQuery(Schema):
         metadata={"description": "Seconds to wait for work (capped by LONG_POLL_MAX)."},
     )
     limit = fields.Int(load_default=None, validate=validate.Range(min=1, max=100))
+    session = _agent_session
 
 
 class WorkItem(Schema):
@@ -379,9 +387,10 @@ class HeartbeatIn(Schema):
         load_default=False,
         metadata={
             "description": "The agent (re)started: its claimed runs not in `running` are "
-            "given back at once (one agent per node key)."
+            "given back at once, and `session` becomes the node's current agent."
         },
     )
+    session = _agent_session
 
 
 class HeartbeatOut(Schema):

@@ -10,13 +10,14 @@ from __future__ import annotations
 import time
 
 from flask import Blueprint, current_app
+from sqlalchemy import select
 
 from gateway.coordinator import audit, db
 from gateway.coordinator.api.endpoint import endpoint
 from gateway.coordinator.app import services
 from gateway.coordinator.authz import current_node, touch_node
 from gateway.coordinator.errors import Conflict, NotFound
-from gateway.coordinator.models import Run
+from gateway.coordinator.models import Node, Run
 from gateway.coordinator.runs import (
     all_runs_final,
     claim_runs,
@@ -76,9 +77,15 @@ def work(query):
     wait = min(float(query["wait"]), float(cfg["LONG_POLL_MAX"]))
     limit = query["limit"] or int(cfg["WORK_BATCH"])
     end = time.monotonic() + wait
+    agent = query["session"]
     while True:
         version = notifier.version(node.id)
-        runs = claim_runs(s, node, limit, float(cfg["RUN_LEASE"]))
+        if agent is not None:
+            current = s.execute(select(Node.agent_session).where(Node.id == node.id)).scalar()
+            if current not in (None, agent):
+                db.commit()
+                raise Conflict("Another agent of this node has taken over: this one may stop.")
+        runs = claim_runs(s, node, limit, float(cfg["RUN_LEASE"]), agent)
         items = [_work_item(run) for run in runs]
         for run in runs:
             audit.record("run.start", run, detail={"attempt": run.attempts})
@@ -151,7 +158,9 @@ def heartbeat(body):
     cancel = extend_leases(s, node, body["running"], float(cfg["RUN_LEASE"]))
     released = []
     if body["reset"]:
-        released = release_runs(s, node, body["running"], int(cfg["RUN_MAX_ATTEMPTS"]))
+        released = release_runs(
+            s, node, body["running"], int(cfg["RUN_MAX_ATTEMPTS"]), body["session"]
+        )
         if released:
             audit.record("node.release_runs", node, detail={"runs": released})
     db.commit()

@@ -348,3 +348,20 @@ def test_a_restarted_agent_gives_back_its_runs_at_once(client, fed):
     [again] = poll(client, fed, "node-a")
     assert again["run_id"] == first["run_id"] and again["attempt"] == 2
     assert again["task_id"] == task["id"]
+
+
+def test_an_agent_that_was_taken_over_gets_no_more_work(client, fed):
+    key = fed.world.as_node("node-a")
+    old, new = "old-agent-0001", "new-agent-0002"
+    r = client.post("/api/node/heartbeat", headers=key, json={"reset": True, "session": old})
+    assert r.status_code == 200
+    create_task(client, fed, node_ids=[fed.node_a])
+    [item] = client.get(f"/api/node/work?session={old}", headers=key).json["work"]
+    # A new agent process starts: the old one's run is given back, and the old one
+    # (a poll still waiting after it was killed, or a twin with the same key) gets nothing.
+    r = client.post("/api/node/heartbeat", headers=key, json={"reset": True, "session": new})
+    assert r.status_code == 200
+    stale = client.get(f"/api/node/work?session={old}", headers=key)
+    assert stale.status_code == 409 and "taken over" in stale.json["message"]
+    [again] = client.get(f"/api/node/work?session={new}", headers=key).json["work"]
+    assert again["run_id"] == item["run_id"] and again["attempt"] == 2

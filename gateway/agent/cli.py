@@ -1,0 +1,79 @@
+"""`dsgateway node run --config agent.yaml`: a station in one command, its gateway
+(the Armadillo and Opal faces, for the station's own users) and its agent (the link to
+the coordinator, outgoing only)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+import click
+
+__all__ = ["node"]
+
+
+@click.group()
+def node() -> None:
+    """A station of the federation: its gateway and its agent."""
+
+
+@node.command()
+@click.option(
+    "--config",
+    "config_file",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True),
+    help="agent.yaml (it names the gateway's node.yaml under `gateway`).",
+)
+@click.option("--log-level", default="INFO", show_default=True)
+def run(config_file: str, log_level: str) -> None:
+    """Run the gateway and the agent until interrupted."""
+    from gateway.agent.agent import Agent
+    from gateway.agent.config import AgentConfig, AgentConfigError
+    from gateway.agent.executors import GatewayExecutor
+    from gateway.agent.link import CoordinatorLink
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    try:
+        cfg = AgentConfig.from_file(config_file)
+        key = cfg.api_key()
+    except AgentConfigError as err:
+        raise click.ClickException(str(err)) from None
+
+    app = server = None
+    sessions = None
+    if cfg.gateway is not None:
+        from gateway.node.app import create_app
+        from gateway.node.config import ConfigError, NodeConfig
+        from gateway.node.server import BackgroundServer
+
+        try:
+            node_cfg = NodeConfig.from_file(cfg.gateway)
+        except ConfigError as err:
+            raise click.ClickException(str(err)) from None
+        click.echo("Starting the gateway (R) ...")
+        app = create_app(node_cfg)
+        sessions = app.extensions["dsgateway"].sessions
+        server = BackgroundServer(app, node_cfg.server.host, node_cfg.server.port).start()
+        click.echo(f"Gateway on {server.url}")
+    else:
+        click.echo("No `gateway` in the configuration: only runs that need no R will work.")
+
+    link = CoordinatorLink(cfg.api_url, key, cfg.request_timeout)
+    agent = Agent(cfg, link, GatewayExecutor(sessions, cfg.policy)).start()
+    click.echo(f"Agent connecting to {cfg.api_url}")
+
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    try:
+        done.wait()
+    finally:
+        click.echo("Stopping ...")
+        agent.stop()
+        if server is not None:
+            from gateway.node.app import close_services
+
+            server.stop()
+            close_services(app.extensions["dsgateway"])

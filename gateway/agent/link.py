@@ -1,0 +1,86 @@
+"""The agent's side of the node link: HTTP calls to the coordinator's `/api/node/*`,
+always outgoing, authenticated with the node's API key.
+
+Errors come in two kinds: `LinkDown` (network faults, timeouts, 5xx, 429: try again
+later) and `Rejected` (any other 4xx: trying again will not help).
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import requests
+
+__all__ = ["CoordinatorLink", "LinkDown", "LinkError", "Rejected"]
+
+
+class LinkError(Exception):
+    pass
+
+
+class LinkDown(LinkError):
+    """The coordinator could not be reached or could not answer; retry later."""
+
+
+class Rejected(LinkError):
+    def __init__(self, status: int, message: str):
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+
+
+class CoordinatorLink:
+    def __init__(self, api_url: str, api_key: str, timeout: float = 30):
+        # Who this agent process is, for the coordinator: a restart is a new session,
+        # and the previous one's polls get no more work.
+        self.session_id = secrets.token_hex(16)
+        self.api_url = api_url.rstrip("/")
+        self.timeout = timeout
+        self._http = requests.Session()
+        self._http.headers.update({"X-Api-Key": api_key, "User-Agent": "dsgateway-agent"})
+
+    def _call(self, method: str, path: str, timeout: float | None = None, **kw: Any) -> Any:
+        try:
+            r = self._http.request(
+                method, self.api_url + path, timeout=timeout or self.timeout, **kw
+            )
+        except requests.RequestException as err:
+            raise LinkDown(f"{type(err).__name__}: {err}") from None
+        if r.status_code >= 500 or r.status_code == 429:
+            raise LinkDown(f"coordinator answered {r.status_code}")
+        try:
+            body = r.json()
+        except ValueError:
+            raise LinkDown(f"coordinator answered {r.status_code} without JSON") from None
+        if r.status_code >= 400:
+            message = body.get("message", "") if isinstance(body, dict) else str(body)
+            raise Rejected(r.status_code, message)
+        return body
+
+    def me(self) -> dict:
+        return self._call("GET", "/node/me")
+
+    def work(self, wait: float, limit: int | None = None) -> list[dict]:
+        params: dict[str, Any] = {"wait": wait, "session": self.session_id}
+        if limit:
+            params["limit"] = limit
+        body = self._call("GET", "/node/work", params=params, timeout=self.timeout + wait)
+        return body["work"]
+
+    def post_result(
+        self, run_id: int, status: str, result: Any = None, log: str = "", message: str = ""
+    ) -> dict:
+        payload = {"status": status, "result": result, "log": log, "message": message}
+        return self._call("POST", f"/node/runs/{run_id}/result", json=payload)
+
+    def heartbeat(self, running: list[int]) -> list[int]:
+        return self._call("POST", "/node/heartbeat", json={"running": running})["cancel"]
+
+    def heartbeat_reset(self, running: list[int]) -> list[int]:
+        """First contact after a (re)start: claimed runs not in `running` are given back."""
+        body = {"running": running, "reset": True, "session": self.session_id}
+        return self._call("POST", "/node/heartbeat", json=body)["cancel"]
+
+    def close(self) -> None:
+        self._http.close()

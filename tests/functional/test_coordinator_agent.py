@@ -1,0 +1,281 @@
+"""Node agents and the coordinator over real HTTP, in the embedded mode (SQLite, the
+in-memory Celery transport with its worker thread, no Redis): tasks run end to end,
+agents reconnect after the coordinator goes away, a restarted agent loses nothing, the
+node's policy has the last word, and the `aggregate` algorithm runs through a real
+gateway (R) as the researcher who created the task."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+from waitress.server import create_server
+
+from gateway.agent.agent import Agent
+from gateway.agent.config import AgentConfig, Policy
+from gateway.agent.executors import ALGORITHMS, GatewayExecutor
+from gateway.agent.link import CoordinatorLink
+from gateway.coordinator import create_app, db
+from gateway.coordinator.celery_app import EmbeddedWorker
+from gateway.coordinator.migrate import upgrade
+from gateway.coordinator.models import Run
+from tests.unit.coordinator.fixtures import TEST_RELAY_SECRET, World
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _until(check, timeout: float, what: str):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class HTTPServer:
+    """The coordinator app on a fixed loopback port, which can stop and start again."""
+
+    def __init__(self, app):
+        self.app = app
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server = None
+        self._thread = None
+
+    def start(self) -> None:
+        self._server = create_server(
+            self.app, host="127.0.0.1", port=self.port, threads=16, ident="test"
+        )
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._server.run()
+        except OSError:
+            pass
+
+    def stop(self) -> None:
+        """Like a process exit: the listener and every open connection are closed (an
+        agent's long poll in flight sees its connection drop)."""
+        if self._server is not None:
+            self._server.close()
+            for channel in list(self._server._map.values()):
+                channel.close()
+            self._server.task_dispatcher.shutdown(timeout=1)
+            self._thread.join(timeout=10)
+            self._server = None
+
+
+@pytest.fixture
+def coordinator(tmp_path):
+    url = f"sqlite:///{tmp_path / 'coordinator.db'}"
+    upgrade(url)
+    app = create_app(
+        {
+            "DATABASE_URL": url,
+            "INSTANCE_PATH": str(tmp_path / "instance"),
+            "SECRET_KEY": "agent-tests-" + "k" * 40,
+            "PASSWORD_HASH_METHOD": "scrypt:1024:8:1",
+            "RELAY_SECRET": TEST_RELAY_SECRET,
+            "SWEEP_INTERVAL": 0.5,
+            "LONG_POLL_MAX": 10,
+            "RUN_LEASE": 30,
+        }
+    )
+    worker = EmbeddedWorker(app).start()
+    server = HTTPServer(app)
+    server.start()
+    world = World(app, app.test_client())
+    orgs = [world.org(f"Hospital {c}") for c in "ABC"]
+    world.study = world.collaboration("study", *orgs)
+    world.nodes = [
+        world.node(f"node-{c}", o, world.study) for c, o in zip("abc", orgs, strict=True)
+    ]
+    world.user("alice", orgs[0], ("researcher", None, world.study))
+    world.user("mallory", orgs[1], ("researcher", None, world.study))
+    world.server = server
+    agents: list[Agent] = []
+    world.agents = agents
+    try:
+        yield world
+    finally:
+        stoppers = [threading.Thread(target=a.stop, args=(2,)) for a in agents]
+        for t in stoppers:
+            t.start()
+        server.stop()
+        for t in stoppers:
+            t.join()
+        worker.stop()
+        db.engine(app).dispose()
+
+
+def start_agent(world, name: str, functions=None, **policy) -> Agent:
+    policy = {"algorithms": frozenset({"echo", "sum", "slow"}), **policy}
+    cfg = AgentConfig(
+        coordinator=world.server.url,
+        poll_wait=1,
+        heartbeat_interval=0.5,
+        backoff_initial=0.05,
+        backoff_max=0.5,
+        request_timeout=5,
+        policy=Policy(**policy),
+    )
+    link = CoordinatorLink(cfg.api_url, world.keys[name], cfg.request_timeout)
+    agent = Agent(cfg, link, GatewayExecutor(None, cfg.policy, functions)).start()
+    world.agents.append(agent)
+    return agent
+
+
+def node_value(value):
+    """A `sum` node algorithm answering `value`."""
+    return {**ALGORITHMS, "sum": lambda _ctx, _params: value}
+
+
+def create_task(world, **body) -> dict:
+    r = world.client.post(
+        "/api/tasks",
+        headers=world.as_user(body.pop("as_user", "alice")),
+        json={"collaboration_id": world.study, "algorithm": "sum", **body},
+    )
+    assert r.status_code == 201, r.json
+    return r.json
+
+
+def final(world, task_id: int, timeout: float = 20) -> dict:
+    def check():
+        t = world.client.get(f"/api/tasks/{task_id}", headers=world.as_user("alice")).json
+        return t if t["status"] in ("completed", "failed", "cancelled") else None
+
+    return _until(check, timeout, f"task {task_id}")
+
+
+def result(world, task_id: int):
+    r = world.client.get(f"/api/tasks/{task_id}/result", headers=world.as_user("alice"))
+    assert r.status_code == 200, r.json
+    return r.json["value"]
+
+
+def test_three_agents_run_tasks_end_to_end(coordinator):
+    w = coordinator
+    for name, value in (("node-a", 1), ("node-b", 10), ("node-c", 100)):
+        start_agent(w, name, node_value(value))
+    started = time.monotonic()
+    tasks = [create_task(w) for _ in range(5)]
+    for task in tasks:
+        assert final(w, task["id"])["status"] == "completed"
+        assert result(w, task["id"]) == 111
+    assert time.monotonic() - started < 10
+    echo = create_task(w, algorithm="echo", parameters={"k": [1, 2]}, node_ids=w.nodes[:1])
+    assert final(w, echo["id"])["status"] == "completed"
+    assert result(w, echo["id"]) == {str(w.nodes[0]): {"k": [1, 2]}}
+    me = w.client.get(f"/api/nodes/{w.nodes[0]}", headers=w.as_user("alice")).json
+    assert me["online"] is True
+
+
+def test_an_agent_reconnects_when_the_coordinator_comes_back(coordinator):
+    w = coordinator
+    w.server.stop()  # the coordinator is down when the agent starts
+    agent = start_agent(w, "node-a", node_value(7))
+    time.sleep(0.5)
+    assert agent.connected is False
+    task = create_task(w, node_ids=w.nodes[:1])  # in-process: the database is there
+    w.server.start()
+    assert final(w, task["id"])["status"] == "completed"
+    assert result(w, task["id"]) == 7
+    # A coordinator restart in the middle: down, a task arrives, up again.
+    w.server.stop()
+    task = create_task(w, node_ids=w.nodes[:1])
+    time.sleep(1)
+    w.server.start()
+    assert final(w, task["id"])["status"] == "completed"
+    _until(lambda: agent.connected, 10, "the agent to be connected")
+
+
+def test_a_restarted_agent_loses_nothing(coordinator):
+    w = coordinator
+    release = threading.Event()
+
+    def slow(_ctx, _params):
+        release.wait(30)
+        return 1
+
+    first = start_agent(w, "node-a", {**ALGORITHMS, "slow": slow})
+    task = create_task(w, algorithm="slow", node_ids=w.nodes[:1])
+    _until(lambda: first.running, 10, "the first agent to start the run")
+    first.stop(timeout=0.5)  # killed mid-run: its result never comes
+    second = start_agent(w, "node-a", {**ALGORITHMS, "slow": lambda _c, _p: 2})
+    done = final(w, task["id"])
+    assert done["status"] == "completed" and result(w, task["id"]) == {str(w.nodes[0]): 2}
+    release.set()
+    assert second.completed == 1
+    runs = w.client.get(f"/api/tasks/{task['id']}/runs", headers=w.as_user("alice")).json
+    assert [r["attempts"] for r in runs] == [2]
+    assert w.count(Run) == 1
+
+
+def test_the_nodes_policy_has_the_last_word(coordinator):
+    w = coordinator
+    start_agent(w, "node-a", node_value(1), users=frozenset({"alice"}))
+    start_agent(w, "node-b", node_value(2), algorithms=frozenset({"echo"}))
+    by_mallory = create_task(w, as_user="mallory", node_ids=w.nodes[:1])
+    assert final(w, by_mallory["id"])["status"] == "failed"
+    unknown = create_task(w, node_ids=w.nodes[1:2])
+    t = final(w, unknown["id"])
+    assert t["status"] == "failed"
+    assert "Refused by the node's policy: algorithm 'sum'" in t["message"]
+    runs = w.client.get(f"/api/tasks/{by_mallory['id']}/runs", headers=w.as_user("alice")).json
+    assert runs[0]["message"] == "Refused by the node's policy: user 'mallory'."
+
+
+@pytest.mark.r
+def test_aggregate_runs_through_the_real_gateway_as_the_researcher(coordinator, gateway):
+    w = coordinator
+    sessions = gateway.app.extensions["dsgateway"].sessions
+    policy = Policy(algorithms=frozenset({"aggregate"}), projects=frozenset({"demo"}))
+    cfg = AgentConfig(
+        coordinator=w.server.url,
+        poll_wait=5,
+        backoff_initial=0.05,
+        backoff_max=0.5,
+        policy=policy,
+    )
+    link = CoordinatorLink(cfg.api_url, w.keys["node-a"], 10)
+    w.agents.append(Agent(cfg, link, GatewayExecutor(sessions, policy)).start())
+    params = {
+        "table": "demo/cohort/patients",
+        "symbol": "D",
+        "expressions": ['dimDS("D")', 'classDS("D$age")'],
+    }
+    task = create_task(w, algorithm="aggregate", parameters=params, node_ids=w.nodes[:1])
+    done = final(w, task["id"], timeout=60)
+    assert done["status"] == "completed", done["message"]
+    value = result(w, task["id"])[str(w.nodes[0])]
+    dims, klass = value["results"]
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(gateway.data_dir / "demo" / "cohort" / "patients.parquet")
+    assert dims == [table.num_rows, table.num_columns]
+    assert klass in ("numeric", "integer", ["numeric"], ["integer"])
+    entries = gateway.audit(user="alice")
+    assert any(e.get("expression") == 'dimDS("D")' for e in entries)
+    # What the gateway refuses fails the run, with the gateway's reason.
+    bad = dict(params, expressions=['nonsense("D$age")'])
+    task = create_task(w, algorithm="aggregate", parameters=bad, node_ids=w.nodes[:1])
+    t = final(w, task["id"], timeout=60)
+    assert t["status"] == "failed" and "nonsense" in t["message"]
+    # A project outside the node's policy is not there at all.
+    other = dict(params, table="other/cohort/patients")
+    task = create_task(w, algorithm="aggregate", parameters=other, node_ids=w.nodes[:1])
+    t = final(w, task["id"], timeout=60)
+    assert t["status"] == "failed" and "not found" in t["message"]
