@@ -252,9 +252,11 @@ def demo(seed: int, keep: bool) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+from gateway.agent.cli import node  # noqa: E402 (the station's group: gateway + agent)
 from gateway.coordinator.cli import coordinator  # noqa: E402 (the coordinator's group)
 
 cli.add_command(coordinator)
+cli.add_command(node)
 
 
 def main(argv: list[str] | None = None) -> None:
