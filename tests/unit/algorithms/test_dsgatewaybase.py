@@ -902,6 +902,99 @@ def test_glm_disclosure_traps():
     assert "family" in out["bad_family"]["error"]
 
 
+GLM_REFERENCE = r"""
+# dsBase's construction, written out: glm() with one iteration builds X and y, then
+# the iteration's quantities are computed from them with t(X) %*% ... (dsBase 6.3.3's
+# glmDS2 does exactly this). Our glmDS1/glmDS2 build the model without fitting it.
+ref_model <- function(f, family, data) {
+  fit <- suppressWarnings(glm(f, family = family, x = TRUE, control = glm.control(maxit = 1),
+                              contrasts = NULL, data = data))
+  list(X = as.matrix(fit$x), y = as.vector(fit$y), f = fit$family,
+       coef.names = names(fit$coefficients))
+}
+ref_step <- function(f, family, beta, w = NULL, o = NULL, data = NULL) {
+  m <- ref_model(f, family, data)
+  cc <- complete.cases(model.frame(f, data = data, na.action = na.pass))
+  ww <- if (is.null(w)) rep(1, length(m$y)) else w[cc]
+  oo <- if (is.null(o)) rep(0, length(m$y)) else o[cc]
+  keep <- complete.cases(cbind(ww, oo))
+  X <- m$X[keep, , drop = FALSE]; y <- m$y[keep]; ww <- ww[keep]; oo <- oo[keep]
+  lp <- X %*% beta + oo
+  mu <- m$f$linkinv(lp); me <- m$f$mu.eta(lp)
+  W <- as.vector(me^2 / m$f$variance(mu)) * ww
+  list(info = t(X) %*% (W * X), score = t(X) %*% matrix(W * (y - mu) / me),
+       dev = sum(m$f$dev.resids(y, mu, rep(1, length(y))) * ww), numsubs = length(y),
+       Nvalid = sum(cc), Ntotal = length(cc), dimX = dim(m$X), coef.names = m$coef.names)
+}
+"""
+
+
+def test_glm_steps_equal_the_one_iteration_glm_construction():
+    """glmDS1/glmDS2 build X and y without calling glm(); every quantity must equal
+    what dsBase's glm(maxit = 1, x = TRUE) construction gives, names and dimnames
+    included: missing values, unused factor levels after dropping rows, a factor
+    response, interactions, no intercept, weights and offsets with missing values,
+    other families."""
+    code = (
+        GLM_DATA_SETUP
+        + GLM_REFERENCE
+        + """
+    G$y <- abs(G$y) + 0.1
+    G$s <- G$x2 > 0
+    G$bf <- factor(ifelse(G$b == 1, "yes", "no"))
+    G$w[c(10, 11)] <- NA
+    G$lt[20] <- NA
+    G$g2 <- factor(as.character(G$g), levels = c("u", "v", "w", "z"))
+    G$g2[G$g == "w"] <- NA       # level w only where g2 is NA, z never: both dropped
+    cases <- list(
+      list("y ~ x1 + x2 + g", "gaussian", NULL, NULL, "G"),
+      list("y ~ x1 * g + s", "gaussian", "G$w", NULL, "G"),
+      list("y ~ x1 + g2", "gaussian", NULL, NULL, "G"),
+      list("G$b ~ G$x1 + G$x2", "binomial", "G$w", NULL, NULL),
+      list("G$bf ~ G$x1 + G$g", "binomial", NULL, NULL, NULL),
+      list("cnt ~ x2", "poisson", NULL, "G$lt", "G"),
+      list("cnt ~ x2 + g", "poisson", "G$w", "G$lt", "G"),
+      list("cnt ~ 1", "poisson", NULL, NULL, "G"),
+      list("cnt ~ x2 - 1", "quasipoisson", NULL, NULL, "G"),
+      list("y ~ x1", "Gamma", NULL, NULL, "G"))
+    q <- function(x) if (is.null(x)) "NULL" else sprintf("'%s'", x)
+    out <- lapply(cases, function(cs) {
+      f <- as.formula(cs[[1]], env = globalenv())
+      data <- if (is.null(cs[[5]])) NULL else get(cs[[5]])
+      w <- if (is.null(cs[[3]])) NULL else eval(parse(text = cs[[3]]))
+      o <- if (is.null(cs[[4]])) NULL else eval(parse(text = cs[[4]]))
+      s1 <- eval(parse(text = sprintf("dsGatewayBase::glmDS1(%s, '%s', %s, %s, %s)",
+                                      cs[[1]], cs[[2]], q(cs[[3]]), q(cs[[4]]), q(cs[[5]]))))
+      beta <- round(seq(0.3, -0.2, length.out = s1$dimX[2]), 3)
+      s2 <- eval(parse(text = sprintf("dsGatewayBase::glmDS2(%s, '%s', '%s', %s, %s, %s)",
+                                      cs[[1]], cs[[2]], paste(beta, collapse = ","),
+                                      q(cs[[4]]), q(cs[[3]]), q(cs[[5]]))))
+      ref <- ref_step(f, cs[[2]], beta, w, o, data)
+      list(case = cs[[1]],
+           dims = identical(s1$dimX, ref$dimX), names = identical(s1$coef.names, ref$coef.names),
+           info = isTRUE(all.equal(s2$info.matrix, ref$info, tolerance = 1e-13)),
+           score = isTRUE(all.equal(s2$score.vect, ref$score, tolerance = 1e-13)),
+           dimnames = identical(dimnames(s2$info.matrix), dimnames(ref$info)) &&
+             identical(dimnames(s2$score.vect), dimnames(ref$score)),
+           dev = isTRUE(all.equal(s2$dev, ref$dev, tolerance = 1e-13)),
+           counts = identical(c(s2$numsubs, s2$Nvalid, s2$Ntotal),
+                              c(ref$numsubs, ref$Nvalid, ref$Ntotal)),
+           family = identical(s2$family$family, cs[[2]]) && is.function(s2$family$linkinv))
+    })
+    bad_y <- ds_eval("dsGatewayBase::glmDS2(cnt ~ x2, 'binomial', '0,0', NULL, NULL, 'G')")
+    ref_bad <- tryCatch(glm(cnt ~ x2, binomial, data = G), error = function(e) conditionMessage(e))
+    ds_out(list(cases = out, bad_y = bad_y$error, ref_bad = ref_bad))
+    """
+    )
+    out = run_r(code)
+    for case in out["cases"]:
+        failed = [k for k, v in case.items() if v is False]
+        assert not failed, (case["case"], failed)
+    # an invalid response stops with glm's own message
+    assert out["bad_y"].endswith(out["ref_bad"])
+    assert out["ref_bad"] == "y values must be 0 <= y <= 1"
+
+
 # ---------------------------------------------------------------------------
 # Phase 2: data frame subsets
 

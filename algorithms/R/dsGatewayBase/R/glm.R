@@ -1,20 +1,12 @@
 # Generalised linear models, fitted by the client with IRLS over the studies:
 # glmDS1 (set-up and checks), glmDS2 (one iteration: information matrix, score
 # vector, deviance).
-
-# glm() with a single IRLS iteration and the model matrix kept; only the
-# "did not converge" warning that maxit = 1 always causes is silenced.
-.glm_one_step <- function(formula, family, data) {
-  withCallingHandlers(
-    stats::glm(formula, family = family, x = TRUE, control = stats::glm.control(maxit = 1),
-               contrasts = NULL, data = data),
-    warning = function(w) {
-      if (grepl("did not converge", conditionMessage(w), fixed = TRUE)) {
-        invokeRestart("muffleWarning")
-      }
-    }
-  )
-}
+#
+# Both build the model exactly as dsBase's call glm(formula, family, x = TRUE,
+# control = glm.control(maxit = 1), contrasts = NULL, data = data) builds it (the
+# same model frame, response, model matrix and family initialisation), but without
+# fitting it: glmDS2 needs only X'WX, X'W(y - mu)/mu.eta and the deviance at the
+# client's coefficients, which are a few vector operations and two crossprod()s.
 
 .glm_formula <- function(formula, envir) {
   if (is.character(formula)) formula <- stats::as.formula(formula, env = envir)
@@ -38,18 +30,78 @@
   family
 }
 
+# The model as glm() sets it up before its first iteration: the model frame (rows
+# with a missing variable dropped, then unused factor levels dropped, as
+# model.frame(na.action = na.omit, drop.unused.levels = TRUE) does), the response
+# after the family's initialisation (a factor response of binomial becomes "not the
+# first level"; invalid responses stop with glm's own messages), and the model matrix
+# with the default contrasts. Returns list(X, y, complete): `complete` marks the rows
+# of the variables that are complete (dsBase's Nvalid counts them).
+.glm_model <- function(formula, family, data) {
+  mf <- stats::model.frame(formula, data = data, na.action = stats::na.pass,
+                           drop.unused.levels = FALSE)
+  mt <- attr(mf, "terms")
+  complete <- stats::complete.cases(mf)
+  if (!all(complete)) {
+    mf <- mf[complete, , drop = FALSE]
+    attr(mf, "terms") <- mt
+  }
+  for (nm in names(mf)) {
+    x <- mf[[nm]]
+    if (is.factor(x) && length(unique(x[!is.na(x)])) < length(levels(x))) {
+      mf[[nm]] <- x[, drop = TRUE]
+    }
+  }
+  # the response without names (model.response() would name it by the row names,
+  # which costs more than the whole iteration on a large frame)
+  y <- if (attr(mt, "response") > 0L) mf[[1L]] else NULL
+  if (length(dim(y)) == 1L) dim(y) <- NULL
+  X <- if (!stats::is.empty.model(mt)) {
+    stats::model.matrix(mt, mf, contrasts.arg = NULL)
+  } else {
+    matrix(NA_real_, NROW(y), 0L)
+  }
+  rownames(X) <- NULL
+  # glm.fit runs family$initialize with these in scope (no prior weights: dsBase
+  # applies them itself, after the fit)
+  nobs <- NROW(y)
+  weights <- rep.int(1, nobs)
+  offset <- rep.int(0, nobs)
+  etastart <- NULL
+  mustart <- NULL
+  n <- NULL
+  eval(family$initialize)
+  list(X = X, y = as.vector(y), complete = complete)
+}
+
 # A variable named by a transmitted string, or NULL.
 .glm_vector <- function(name, envir, argname) {
   if (is.null(name)) return(NULL)
   as.vector(.get_object(name, envir, argname))
 }
 
-# 1 when the vector is binary with a category seen fewer than nfilter.tab times.
+# 1 when the non-missing values of v take exactly two distinct values and one of
+# them is seen fewer than nfilter.tab times. dsBase counts them with table(), which
+# formats every value as text; counting the two extremes gives the same answer in a
+# few vector passes, and a column with three values among its first ones is not
+# binary at all.
 .binary_invalid <- function(v, nfilter.tab) {
-  v <- v[stats::complete.cases(v)]
-  if (length(unique(v)) != 2L) return(0)
-  counts <- table(v)
-  as.numeric(min(counts[counts >= 1]) < nfilter.tab)
+  if (is.factor(v)) v <- as.character(v)
+  head <- v[seq_len(min(length(v), 64L))]
+  if (length(unique(head[!is.na(head)])) > 2L) return(0)
+  valid <- sum(!is.na(v))
+  if (valid < 2L) return(0)
+  lo <- min(v, na.rm = TRUE)
+  hi <- max(v, na.rm = TRUE)
+  if (lo == hi) return(0)
+  n.lo <- sum(v == lo, na.rm = TRUE)
+  n.hi <- sum(v == hi, na.rm = TRUE)
+  if (n.lo + n.hi != valid) return(0)
+  as.numeric(min(n.lo, n.hi) < nfilter.tab)
+}
+
+.columns_invalid <- function(X, nfilter.tab) {
+  vapply(seq_len(ncol(X)), function(j) .binary_invalid(X[, j], nfilter.tab), numeric(1))
 }
 
 #' Set-up of ds.glm (aggregate): model dimensions and disclosure checks.
@@ -66,22 +118,20 @@ glmDS1 <- function(formula, family, weights, offset, data) {
   nfilter.glm <- .nfilter("nfilter.glm")
   envir <- parent.frame()
   data.table <- if (is.null(data)) NULL else .get_object(data, envir, "data")
-  formula <- .glm_formula(formula, envir)
-  fit <- .glm_one_step(formula, .glm_family(family), data.table)
-  X <- as.matrix(fit$x)
-  y <- as.vector(fit$y)
+  model <- .glm_model(.glm_formula(formula, envir), .glm_family(family), data.table)
+  X <- model$X
   dimX <- dim(X)
   glm.saturation.invalid <- as.numeric(dimX[2] > nfilter.glm * dimX[1])
-  y.invalid <- .binary_invalid(y, nfilter.tab)
-  Xpar.invalid <- vapply(seq_len(dimX[2]), function(j) .binary_invalid(X[, j], nfilter.tab),
-                         numeric(1))
+  y.invalid <- .binary_invalid(model$y, nfilter.tab)
+  Xpar.invalid <- .columns_invalid(X, nfilter.tab)
+  # weights and offset: the whole variables, as dsBase checks them
   w <- .glm_vector(weights, envir, "weights")
   o <- .glm_vector(offset, envir, "offset")
   w.invalid <- if (is.null(w)) 0 else .binary_invalid(w, nfilter.tab)
   o.invalid <- if (is.null(o)) 0 else .binary_invalid(o, nfilter.tab)
   invalid <- y.invalid > 0 || w.invalid > 0 || o.invalid > 0 || sum(Xpar.invalid) > 0 ||
     glm.saturation.invalid > 0
-  list(dimX = dimX, coef.names = names(fit$coefficients), y.invalid = y.invalid,
+  list(dimX = dimX, coef.names = colnames(X), y.invalid = y.invalid,
        Xpar.invalid = Xpar.invalid, w.invalid = w.invalid, o.invalid = o.invalid,
        glm.saturation.invalid = glm.saturation.invalid,
        errorMessage = if (invalid) "STUDY DATA OR APPLIED MODEL INVALID FOR THIS SOURCE"
@@ -101,34 +151,36 @@ glmDS2 <- function(formula, family, beta.vect, offset, weights, dataName) {
   envir <- parent.frame()
   data.df <- if (is.null(dataName)) NULL else .get_object(dataName, envir, "dataName")
   formula <- .glm_formula(formula, envir)
+  f <- .glm_family(family)
 
+  model <- .glm_model(formula, f, data.df)
+  X <- model$X
+  y <- model$y
   # counts over the model's variables (y and covariates, before weights/offset)
-  mf <- stats::model.frame(formula, data = data.df, na.action = stats::na.pass)
-  yx.complete <- stats::complete.cases(mf)
-  Ntotal <- nrow(mf)
+  yx.complete <- model$complete
+  Ntotal <- length(yx.complete)
   Nvalid <- sum(yx.complete)
   Nmissing <- Ntotal - Nvalid
 
-  fit <- .glm_one_step(formula, .glm_family(family), data.df)
-  f <- fit$family
-  X <- as.matrix(fit$x)
-  y <- as.vector(fit$y)
-
-  # weights and offset on the rows glm kept, then drop rows where they are missing
+  # weights and offset on the model's rows, then drop rows where they are missing
   w.all <- .glm_vector(weights, envir, "weights")
   o.all <- .glm_vector(offset, envir, "offset")
-  w <- if (is.null(w.all)) rep(1, length(y)) else w.all[yx.complete]
-  o <- if (is.null(o.all)) rep(0, length(y)) else o.all[yx.complete]
-  if (length(w) != length(y) || length(o) != length(y)) {
+  if ((!is.null(w.all) && length(w.all) != Ntotal) ||
+      (!is.null(o.all) && length(o.all) != Ntotal)) {
     stop("FAILED: weights and offset must have one value per observation", call. = FALSE)
   }
+  w <- if (is.null(w.all)) rep.int(1, length(y)) else w.all[yx.complete]
+  o <- if (is.null(o.all)) rep.int(0, length(y)) else o.all[yx.complete]
   keep <- !is.na(w) & !is.na(o)
-  y <- y[keep]
-  X <- X[keep, , drop = FALSE]
-  w <- w[keep]
-  o <- o[keep]
+  if (!all(keep)) {
+    y <- y[keep]
+    X <- X[keep, , drop = FALSE]
+    w <- w[keep]
+    o <- o[keep]
+  }
 
-  beta <- as.numeric(unlist(strsplit(as.character(beta.vect), split = ",", fixed = TRUE)))
+  beta <- suppressWarnings(
+    as.numeric(unlist(strsplit(as.character(beta.vect), split = ",", fixed = TRUE))))
   if (length(beta) != ncol(X) || anyNA(beta)) {
     stop(paste0("FAILED: beta.vect must hold ", ncol(X), " numbers"), call. = FALSE)
   }
@@ -136,8 +188,10 @@ glmDS2 <- function(formula, family, beta.vect, offset, weights, dataName) {
   if (!is.null(offset)) eta <- eta + o
   mu <- f$linkinv(eta)
   mu.eta <- f$mu.eta(eta)
-  W <- as.vector(mu.eta^2 / f$variance(mu)) * w
-  dev <- sum(f$dev.resids(y, mu, rep(1, length(y))) * w)
+  W <- as.vector(mu.eta^2 / f$variance(mu))
+  if (!is.null(weights)) W <- W * w
+  dev <- f$dev.resids(y, mu, rep.int(1, length(y)))
+  dev <- if (is.null(weights)) sum(dev) else sum(dev * w)
   info.matrix <- crossprod(X, W * X)
   score.vect <- crossprod(X, W * ((y - mu) / mu.eta))
 
@@ -153,8 +207,7 @@ glmDS2 <- function(formula, family, beta.vect, offset, weights, dataName) {
     errors <- c(errors, paste0("ERROR: y vector is binary with one category less than ",
                                "filter threshold for table cell size"))
   }
-  if (any(vapply(seq_len(ncol(X)), function(j) .binary_invalid(X[, j], nfilter.tab),
-                 numeric(1)) > 0)) {
+  if (any(.columns_invalid(X, nfilter.tab) > 0)) {
     risk <- TRUE
     errors <- c(errors, paste0("ERROR: at least one column in X matrix is binary with one ",
                                "category less than filter threshold for table cell size"))
