@@ -71,7 +71,7 @@ def run(config_file: str, log_level: str) -> None:
         done.wait()
     finally:
         click.echo("Stopping ...")
-        agent.stop()
+        agent.stop(timeout=1)  # its threads are daemons: a long poll need not finish
         if server is not None:
             from gateway.node.app import close_services
 

@@ -23,6 +23,16 @@ def _app():
     return create_app()
 
 
+def _migrate_if(app, migrate: bool | None) -> None:
+    """Bring the schema up to date when asked, or by default for SQLite (the embedded
+    case, where nobody else would); PostgreSQL is migrated by `db upgrade`."""
+    from gateway.coordinator.migrate import upgrade
+
+    url = app.config["DATABASE_URL"]
+    if migrate or (migrate is None and url.startswith("sqlite")):
+        upgrade(url)
+
+
 @click.group()
 def coordinator() -> None:
     """The federation's coordinator: collaborations, nodes, tasks and results."""
@@ -43,12 +53,10 @@ def serve(host, port, threads, migrate) -> None:
     import waitress
 
     from gateway.coordinator.celery_app import EmbeddedWorker, is_embedded
-    from gateway.coordinator.migrate import upgrade
 
     app = _app()
     url = app.config["DATABASE_URL"]
-    if migrate or (migrate is None and url.startswith("sqlite")):
-        upgrade(url)
+    _migrate_if(app, migrate)
     host = host or app.config["HOST"]
     port = port if port is not None else int(app.config["PORT"])
     worker = None
@@ -134,7 +142,8 @@ def db_current() -> None:
 @click.option("--username", default="admin", show_default=True)
 @click.option("--organization", default="Coordinator", show_default=True)
 @click.option("--email", default=None)
-def create_admin(username: str, organization: str, email: str | None) -> None:
+@click.option("--migrate/--no-migrate", default=None, help="As for serve.")
+def create_admin(username: str, organization: str, email: str | None, migrate) -> None:
     """Create a superuser (and her organisation if it is new). The password comes from
     $DSGATEWAY_ADMIN_PASSWORD, or is prompted for."""
     from sqlalchemy import select
@@ -153,6 +162,7 @@ def create_admin(username: str, organization: str, email: str | None) -> None:
     if errors:
         raise click.ClickException(f"Invalid: {errors}")
     app = _app()
+    _migrate_if(app, migrate)
     with app.app_context():
         s = database.session()
         if s.execute(select(User).where(User.username == username)).scalar():

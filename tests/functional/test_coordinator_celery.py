@@ -243,7 +243,7 @@ def test_a_task_through_redis_and_a_worker_process(fed):
     task = create_task(fed)
     assert task["status"] in ("pending", "running")  # the worker dispatches it
     [a] = poll(fed, "node-a")  # woken through Redis pub/sub by the worker's dispatch
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 10  # woken through Redis, not timed out (wait=15)
     [b] = poll(fed, "node-b")
     answer(fed, "node-a", a, [1, 2])
     answer(fed, "node-b", b, [3, 4])

@@ -215,7 +215,7 @@ def test_a_long_poll_wakes_when_work_is_dispatched(app, client, fed):
     create_task(client, fed, node_ids=[fed.node_a])
     th.join(timeout=10)
     assert len(answer["r"].json["work"]) == 1
-    assert (utcnow() - started).total_seconds() < 2
+    assert (utcnow() - started).total_seconds() < 4  # woken, not timed out (wait=5)
 
 
 def test_an_idle_long_poll_returns_empty_after_the_wait(client, fed):
