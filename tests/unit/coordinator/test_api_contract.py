@@ -141,3 +141,72 @@ def test_unknown_routes_and_methods_answer_json(client):
     r = client.delete("/api/tasks")
     assert r.status_code == 405 and "GET" in r.headers["Allow"]
     assert client.get("/api/health").json == {"status": "ok"}
+
+
+def _bodies(doc, path, method):
+    """A plausible body for the endpoint (schema-valid where it is simple)."""
+    samples = {
+        ("/api/auth/login", "post"): {"username": "alice", "password": "x"},
+        ("/api/auth/refresh", "post"): {"refresh_token": "x"},
+    }
+    return samples.get((path, method), {})
+
+
+OUTSIDERS = ("carl", "nobody")
+
+
+def test_every_endpoint_refuses_strangers_anonymous_callers_and_the_wrong_credential(client, fed):
+    """The authorisation matrix, in the large: for every endpoint, an anonymous caller
+    gets 401, a node key on a user endpoint (and a user token on a node endpoint) gets
+    401, and users with no role in the study get no 2xx on anything of the study."""
+    values = _path_values(fed, client)
+    doc = client.get("/api/openapi.json").json
+    w = fed.world
+    for path, ops in doc["paths"].items():
+        url = path.format(**values)
+        for method, op in ops.items():
+            body = _bodies(doc, path, method)
+            kind = op["security"]
+            if kind == []:
+                continue
+            r = client.open(url, method=method.upper(), json=body)
+            assert r.status_code == 401, (method, path, r.status_code)
+            wrong = w.as_user("root") if kind == [{"nodeApiKey": []}] else w.as_node("node-a")
+            r = client.open(url, method=method.upper(), json=body, headers=wrong)
+            assert r.status_code == 401, (method, path, r.status_code)
+            if kind != [{"bearerAuth": []}]:
+                continue
+            scoped = any(k in path for k in ("collab_id", "node_id", "task_id", "run_id"))
+            about_alice = "user_id" in path
+            if not (scoped or about_alice):
+                continue
+            for user in OUTSIDERS:
+                r = client.open(url, method=method.upper(), json=body, headers=w.as_user(user))
+                assert r.status_code in (400, 403, 404), (user, method, path, r.status_code)
+
+
+@pytest.mark.parametrize(
+    ("user", "expected"),
+    [
+        ("root", {"collabs": 2, "nodes": 3, "tasks": 1, "audit": True}),
+        ("coord", {"collabs": 1, "nodes": 2, "tasks": 1, "audit": True}),
+        ("steward_a", {"collabs": 1, "nodes": 2, "tasks": 1, "audit": True}),
+        ("admin_a", {"collabs": 1, "nodes": 2, "tasks": 1, "audit": True}),
+        ("alice", {"collabs": 1, "nodes": 2, "tasks": 1, "audit": False}),
+        ("carl", {"collabs": 1, "nodes": 1, "tasks": 0, "audit": False}),
+        ("nobody", {"collabs": 0, "nodes": 0, "tasks": 0, "audit": False}),
+    ],
+)
+def test_what_each_role_sees(client, fed, user, expected):
+    client.post(
+        "/api/tasks",
+        headers=fed.world.as_user("alice"),
+        json={"collaboration_id": fed.study, "algorithm": "noop"},
+    )
+    h = fed.world.as_user(user)
+    assert len(client.get("/api/collaborations", headers=h).json) == expected["collabs"]
+    assert len(client.get("/api/nodes", headers=h).json) == expected["nodes"]
+    assert len(client.get("/api/tasks", headers=h).json) == expected["tasks"]
+    events = client.get("/api/audit", headers=h).json
+    sees_task_events = any(e["action"] == "task.create" for e in events)
+    assert sees_task_events == (expected["audit"] or user == "alice"), events
