@@ -30,7 +30,7 @@ _POLL_MAX = 0.1
 _PREFIXES = [
     re.compile(r"^Command \S+ failed on \S+?:\s*"),  # datashield-opal, async
     re.compile(r"^Error\s*:\s*"),  # R's try(): "Error : msg"
-    re.compile(r"^Error in [^:]*:\s*"),  # R: "Error in f(x) : msg"
+    re.compile(r"^Error in .+? : ", re.S),  # R: "Error in f(x) : msg" (f may be pkg::f)
 ]
 
 

@@ -127,4 +127,8 @@ def test_node_messages_are_unwrapped():
         == "invalid table"
     )
     assert node_message(RuntimeError("Error in f(x) : boom")) == "boom"
+    assert (
+        node_message(RuntimeError("Error in dsGatewayBase::meanDS(N$x) : object 'N' not found"))
+        == "object 'N' not found"
+    )
     assert node_message(RuntimeError()) == "RuntimeError"
