@@ -164,6 +164,14 @@ _EMPTY = REnvironment("environment", kind="empty", name="R_EmptyEnv")
 _BASE_NAMESPACE = REnvironment("environment", kind="namespace", name="base")
 _MISSING_ARG = RObject("symbol", "")
 _UNBOUND = RObject("symbol", "<unbound>")
+_SPECIAL = {
+    GLOBALENV: _GLOBAL,
+    BASEENV: _BASE,
+    EMPTYENV: _EMPTY,
+    BASENAMESPACE: _BASE_NAMESPACE,
+    MISSINGARG: _MISSING_ARG,
+    UNBOUNDVALUE: _UNBOUND,
+}
 
 
 class _Reader:
@@ -176,10 +184,10 @@ class _Reader:
         self.native_encoding = "utf-8"
 
     # -- primitives
-    def int(self) -> int:
-        (value,) = _INT.unpack_from(self.data, self.pos)
-        self.pos += 4
-        return value
+    def int(self, _unpack=_INT.unpack_from) -> int:
+        pos = self.pos
+        self.pos = pos + 4
+        return _unpack(self.data, pos)[0]
 
     def length(self) -> int:
         n = self.int()
@@ -218,16 +226,8 @@ class _Reader:
                 return self.refs[index - 1]
             except IndexError:
                 raise RDSError(f"reference {index} to an object not read yet") from None
-        simple = {
-            GLOBALENV: _GLOBAL,
-            BASEENV: _BASE,
-            EMPTYENV: _EMPTY,
-            BASENAMESPACE: _BASE_NAMESPACE,
-            MISSINGARG: _MISSING_ARG,
-            UNBOUNDVALUE: _UNBOUND,
-        }
-        if kind in simple:
-            return simple[kind]
+        if kind in _SPECIAL:
+            return _SPECIAL[kind]
         if kind == 1:  # symbol
             name = self.item()
             symbol = RObject("symbol", name if isinstance(name, str) else "")

@@ -398,6 +398,47 @@ def test_quantile_mean_matches_numpy(tmp_path):
     assert out["ok"] and out["value"] is None  # NA: not valid under nfilter.tab
 
 
+def test_quantile_mean_is_identical_to_r_quantile():
+    """quantileMeanDS avoids quantile()'s full sort; its numbers must stay identical()
+    to quantile(x, probs, na.rm = TRUE) and mean() on every kind of vector: ties,
+    integers, 0/1 values, infinities, NA and NaN, short and long vectors."""
+    code = """
+    probs <- c(0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95)
+    ref <- function(x) {
+      out <- c(stats::quantile(x, probs, na.rm = TRUE), mean(x, na.rm = TRUE))
+      names(out) <- c("5%", "10%", "25%", "50%", "75%", "90%", "95%", "Mean")
+      out
+    }
+    set.seed(5)
+    bad <- 0
+    for (trial in 1:1500) {
+      n <- sample(c(3:30, 100, 1000, 10007), 1)
+      x <- switch(sample(5, 1), rnorm(n), round(rnorm(n), 1), sample(1:5, n, TRUE),
+                  as.numeric(sample(c(0, 1), n, TRUE)), c(rnorm(n - 2), Inf, -Inf))
+      if (runif(1) < 0.5) x[sample(n, sample(0:(n - 1), 1))] <- NA
+      if (runif(1) < 0.1) x[sample(n, 1)] <- NaN
+      if (!identical(dsGatewayBase::quantileMeanDS(x), ref(x))) bad <- bad + 1
+    }
+    f <- factor(rep(c("a", "b"), 5))
+    ds_out(list(bad = bad,
+                all_na = identical(dsGatewayBase::quantileMeanDS(rep(NA_real_, 5)),
+                                   ref(rep(NA_real_, 5))),
+                all_na_int = identical(dsGatewayBase::quantileMeanDS(rep(NA_integer_, 4)),
+                                       ref(rep(NA_integer_, 4))),
+                named = identical(dsGatewayBase::quantileMeanDS(c(a = 5, b = 1, c = 4, d = 2)),
+                                  ref(c(a = 5, b = 1, c = 4, d = 2))),
+                factor = ds_eval("dsGatewayBase::quantileMeanDS(f)")$ok))
+    """
+    out = run_r(code)
+    assert out == {
+        "bad": 0,
+        "all_na": True,
+        "all_na_int": True,
+        "named": True,
+        "factor": False,  # quantile() refuses unordered factors, as before
+    }
+
+
 # ---------------------------------------------------------------------------
 # Phase 2: objects
 

@@ -51,7 +51,12 @@ isValidDS <- function(obj) {
 quantileMeanDS <- function(xvect) {
   if (!isTRUE(isValidDS(xvect))) return(NA)
   probs <- c(0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95)
-  out <- c(stats::quantile(xvect, probs, na.rm = TRUE), mean(xvect, na.rm = TRUE))
+  q <- if ((is.double(xvect) || is.integer(xvect)) && is.null(attributes(xvect))) {
+    .quantile7(xvect, probs)
+  } else {
+    stats::quantile(xvect, probs, na.rm = TRUE, names = FALSE)
+  }
+  out <- c(q, mean(xvect, na.rm = TRUE))
   names(out) <- c("5%", "10%", "25%", "50%", "75%", "90%", "95%", "Mean")
   out
 }
@@ -65,4 +70,31 @@ isNaDS <- function(xvect) {
 #' TRUE when any element of the vector is negative (aggregate).
 checkNegValueDS <- function(weights) {
   length(which(weights < 0)) > 0
+}
+
+# stats::quantile(x, probs, na.rm = TRUE, names = FALSE) of type 7 (R's default), with
+# the same arithmetic, for a plain numeric vector. quantile() partially sorts at the
+# positions floor() and ceiling() of 1 + (n - 1) * probs, but sort() sorts the whole
+# vector when asked for more than 10 positions (7 quantiles need up to 14). Here the
+# partial sort fixes only the lower positions; the value just above a fixed position
+# is the smallest one between it and the next fixed position.
+.quantile7 <- function(x, probs) {
+  x <- x[!is.na(x)]
+  n <- length(x)
+  if (n == 0L) return(x[rep(1L, length(probs))])
+  index <- 1 + (n - 1) * probs
+  lo <- floor(index)
+  hi <- ceiling(index)
+  fixed <- sort(unique(lo))
+  x <- sort.int(x, partial = fixed)
+  segment.end <- c(fixed[-1L] - 1L, n)
+  x.hi <- x[hi]
+  for (k in which(hi > lo & !(hi %in% fixed))) {
+    x.hi[k] <- min(x[hi[k]:segment.end[match(lo[k], fixed)]])
+  }
+  qs <- x[lo]
+  i <- which(index > lo & x.hi != qs)
+  h <- (index - lo)[i]
+  qs[i] <- (1 - h) * qs[i] + h * x.hi[i]
+  qs
 }
