@@ -2,8 +2,13 @@
 # Installs the Debian packages given as arguments, only those missing, R with
 # --no-install-recommends. Runs as root (or through sudo when available).
 set -euo pipefail
+wanted=("$@")
+# A Debian python3 without ensurepip cannot make the virtualenv.
+if ! python3 -c "import ensurepip, venv" >/dev/null 2>&1; then
+    wanted+=(python3-venv)
+fi
 missing=()
-for pkg in "$@"; do
+for pkg in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if [ ${#missing[@]} -eq 0 ]; then
