@@ -9,8 +9,9 @@ import math
 from typing import Any
 
 
-def mismatches(ours: Any, theirs: Any, path: str = "$") -> list[str]:
-    """Where `ours` (from RDS) and `theirs` (from JSON) differ; empty if they agree."""
+def mismatches(ours: Any, theirs: Any, path: str = "$", rel: float = 0.0) -> list[str]:
+    """Where `ours` (from RDS) and `theirs` (from JSON) differ; empty if they agree.
+    With `rel`, numbers may also differ by that much (relative)."""
     if isinstance(ours, bool) or isinstance(theirs, bool):
         same = type(ours) is type(theirs) and ours == theirs
         return [] if same else [f"{path}: {ours!r} != {theirs!r}"]
@@ -20,7 +21,9 @@ def mismatches(ours: Any, theirs: Any, path: str = "$") -> list[str]:
         elif isinstance(ours, float) and math.isinf(ours):
             ok = ours == theirs
         else:
-            ok = float(f"{ours:.15g}") == float(theirs)
+            ok = float(f"{ours:.15g}") == float(theirs) or (
+                rel > 0 and math.isclose(ours, theirs, rel_tol=rel, abs_tol=rel)
+            )
         return [] if ok else [f"{path}: {ours!r} != {theirs!r}"]
     if ours is None or theirs is None:
         return [] if ours is theirs else [f"{path}: {ours!r} != {theirs!r}"]
@@ -31,13 +34,13 @@ def mismatches(ours: Any, theirs: Any, path: str = "$") -> list[str]:
             return [f"{path}: length {len(ours)} != {len(theirs)}"]
         out: list[str] = []
         for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):
-            out += mismatches(a, b, f"{path}[{i}]")
+            out += mismatches(a, b, f"{path}[{i}]", rel)
         return out
     if isinstance(ours, dict) and isinstance(theirs, dict):
         if list(ours) != list(theirs):
             return [f"{path}: keys {list(ours)} != {list(theirs)}"]
         out = []
         for key in ours:
-            out += mismatches(ours[key], theirs[key], f"{path}.{key}")
+            out += mismatches(ours[key], theirs[key], f"{path}.{key}", rel)
         return out
     return [f"{path}: {type(ours).__name__} {ours!r:.80} != {type(theirs).__name__} {theirs!r:.80}"]
