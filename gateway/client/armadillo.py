@@ -226,14 +226,24 @@ class ArmadilloConnection(DSConnection):
         message = _message(response)
         where = f"{response.request.method} {response.request.path_url}"
         if code == 400:
-            raise BadRequest(f"Bad request: {message}", status=400, details=where)
+            raise BadRequest(
+                f"Bad request: {message}", server_message=message, status=400, details=where
+            )
         if code == 401:
-            raise AuthenticationError(f"Unauthorized: {message}", status=401, details=where)
+            raise AuthenticationError(
+                f"Unauthorized: {message}", server_message=message, status=401, details=where
+            )
         if code == 403:
-            raise AccessDenied(f"Access denied: {message}", status=403, details=where)
+            raise AccessDenied(
+                f"Access denied: {message}", server_message=message, status=403, details=where
+            )
         if code == 404:
-            raise NotFound(f"Not found: {message}", status=404, details=where)
-        raise ServerError(f"Internal server error: {message}", status=code, details=where)
+            raise NotFound(
+                f"Not found: {message}", server_message=message, status=404, details=where
+            )
+        raise ServerError(
+            f"Internal server error: {message}", server_message=message, status=code, details=where
+        )
 
     def _json(self, method: str, path: str, **kw) -> Any:
         response = self._checked(method, path, **kw)

@@ -44,14 +44,29 @@ class ArmadilloError(DSError):
     #: HTTP status of the answer that caused the error, when there was one.
     status: int | None = None
 
-    def __init__(self, message: str, *, status: int | None = None, details=None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        details=None,
+        server_message: str | None = None,
+    ):
         super().__init__(message)
         if status is not None:
             self.status = status
         self.details = details
+        #: the server's own words (``str(error)`` adds what kind of failure it was)
+        self.server_message = server_message
 
     def get_error(self) -> dict:
-        return {"message": self.message, "code": self.status, "details": self.details}
+        """``message`` (the server's own message when it gave one), ``code`` (the HTTP
+        status) and ``details``."""
+        return {
+            "message": self.server_message or self.message,
+            "code": self.status,
+            "details": self.details,
+        }
 
     def is_client_error(self) -> bool:
         return self.status is not None and 400 <= self.status < 500

@@ -396,6 +396,9 @@ def test_quantile_mean_matches_numpy(tmp_path):
     assert names == ["5%", "10%", "25%", "50%", "75%", "90%", "95%", "Mean"]
     out = ds_call("dsGatewayBase::quantileMeanDS(x)", setup="x <- c(1, 2)\n")
     assert out["ok"] and out["value"] is None  # NA: not valid under nfilter.tab
+    # three values of which two are missing: the one left is not released either
+    out = ds_call("dsGatewayBase::quantileMeanDS(x)", setup="x <- c(1, NA, 7, NA)\n")
+    assert out["ok"] and out["value"] is None
 
 
 def test_quantile_mean_is_identical_to_r_quantile():
@@ -405,6 +408,8 @@ def test_quantile_mean_is_identical_to_r_quantile():
     code = """
     probs <- c(0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95)
     ref <- function(x) {
+      valid <- sum(!is.na(x))
+      if (length(x) < 3 || (valid > 0 && valid < 3)) return(NA)
       out <- c(stats::quantile(x, probs, na.rm = TRUE), mean(x, na.rm = TRUE))
       names(out) <- c("5%", "10%", "25%", "50%", "75%", "90%", "95%", "Mean")
       out

@@ -254,7 +254,12 @@ def test_error_statuses_map_to_the_exception_tree(fake):
     )
     with pytest.raises(client.BadRequest) as caught:
         conn.aggregate("foo(D)")
-    assert "No such DataSHIELD 'AGGREGATE' method with name: foo" in str(caught.value)
+    assert str(caught.value) == "Bad request: No such DataSHIELD 'AGGREGATE' method with name: foo"
+    # the server's own words, as the other drivers give them
+    assert caught.value.get_error()["message"] == (
+        "No such DataSHIELD 'AGGREGATE' method with name: foo"
+    )
+    assert node_message(caught.value) == "No such DataSHIELD 'AGGREGATE' method with name: foo"
     fake.script[("POST", "/execute")] = lambda r: Response("boom", 500)
     with pytest.raises(client.ServerError) as caught:
         conn.aggregate("meanDS(D$x)")

@@ -47,9 +47,14 @@ isValidDS <- function(obj) {
 
 #' Quantiles (5, 10, 25, 50, 75, 90, 95 %) and mean of a vector (aggregate).
 #'
-#' NA when isValidDS() says the vector is not valid.
+#' NA when isValidDS() says the vector is not valid, or when it has between 1 and
+#' nfilter.tab - 1 non-missing values.
 quantileMeanDS <- function(xvect) {
   if (!isTRUE(isValidDS(xvect))) return(NA)
+  # isValidDS counts missing values too: 2 valid values among 3 would be released as
+  # their own quantiles (dsBase does release them)
+  n.valid <- sum(!is.na(xvect))
+  if (n.valid > 0 && n.valid < .nfilter("nfilter.tab")) return(NA)
   probs <- c(0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95)
   q <- if ((is.double(xvect) || is.integer(xvect)) && is.null(attributes(xvect))) {
     .quantile7(xvect, probs)
