@@ -87,6 +87,10 @@ class Agent:
                 self._lost(f"coordinator refused the agent ({err})")
                 log.error("coordinator refused the agent: %s", err)
                 backoff = self._pause(self.config.backoff_max)
+            except Exception:  # a bug must not end the agent: log it, back off, go on
+                log.exception("agent loop error")
+                self._lost("agent loop error")
+                backoff = self._pause(backoff)
 
     def _once(self) -> None:
         if not self._registered:

@@ -71,6 +71,7 @@ def serve(host, port, threads, migrate) -> None:
             host=host,
             port=port,
             threads=threads or int(app.config["THREADS"]),
+            connection_limit=int(app.config["CONNECTION_LIMIT"]),
             ident="dsgateway-coordinator",
         )
     finally:

@@ -68,6 +68,9 @@ DEFAULTS: dict[str, Any] = {
     "HOST": "127.0.0.1",
     "PORT": 5000,
     "THREADS": 64,
+    # Open connections waitress accepts (its own default, 100, is less than what a few
+    # dozen agents hold: a long poll, result posts, heartbeats each).
+    "CONNECTION_LIMIT": 1000,
 }
 
 
