@@ -4,7 +4,7 @@ The machines are shared and noisy, so every figure is a median over repeats and 
 reported next to a reference measured side by side (a ratio or a difference), never as
 a lone absolute time. Results go to docs/performance.md (with --write).
 
-Figures (issue 2):
+Figures of the gateway (issue 2):
 - login with the warm pool (select-profile to a ready session), against starting an R
   from scratch;
 - an aggregate round trip over HTTP (async POST /execute, GET /lastcommand,
@@ -12,6 +12,12 @@ Figures (issue 2):
 - loading 1,000,000 rows x 10 columns from Parquet into a session, against pyarrow
   reading the same file;
 - the memory of an idle session's R process.
+
+Figures of the federated analyses (issue 3, `bench/algorithms.py`):
+- federated logistic regression, 3 gateways x 100,000 rows, 6 covariates, against R's
+  own `glm()` on the pooled rows;
+- `summary` of 10 variables over 3 gateways x 1,000,000 rows, against pandas
+  `describe()` on the pooled frame.
 """
 
 from __future__ import annotations
@@ -254,6 +260,33 @@ def bench_memory(gw: Gateway, sessions: int) -> dict:
     }
 
 
+def algorithm_rows(results: dict) -> list[str]:
+    rows = []
+    verdict = {True: "met", False: "NOT met"}
+    glm = results.get("glm")
+    if glm:
+        rows.append(
+            f"| federated logistic regression, {glm['nodes']} gateways x {glm['rows']:,} rows, "
+            f"{glm['covariates']} covariates, over loopback HTTP (`algorithms.glm`, Armadillo "
+            f"driver) | within 2x of R's `glm()` on the pooled rows | {glm['federated_s']:.2f} s"
+            f"; {glm['iterations']} iterations, {glm['per_iteration_s'] * 1000:.0f} ms per "
+            f"iteration (datashield-opal driver: {glm['federated_opal_s']:.2f} s) | R `glm()` "
+            f"on {glm['nodes'] * glm['rows']:,} rows: {glm['reference_s']:.2f} s "
+            f"({glm['reference_iterations']} iterations); ratio {glm['ratio']:.2f}; "
+            f"coefficients agree to {glm['max_rel_diff']:.1e} | {verdict[glm['ratio'] <= 2]} |"
+        )
+    summary = results.get("summary")
+    if summary:
+        rows.append(
+            f"| `algorithms.summary` of 10 variables, 3 gateways x 1,000,000 rows (Armadillo "
+            f"driver) | within 3x of pandas | {summary['federated_s']:.2f} s "
+            f"(datashield-opal driver: {summary['federated_opal_s']:.2f} s) | pandas "
+            f"`describe()` of the pooled frame: {summary['reference_s']:.2f} s; ratio "
+            f"{summary['ratio']:.2f} | {verdict[summary['ratio'] <= 3]} |"
+        )
+    return rows
+
+
 def report(results: dict, args) -> str:
     login, agg, load, mem = (results[k] for k in ("login", "aggregate", "load", "memory"))
     cpu = platform.processor() or platform.machine()
@@ -286,6 +319,7 @@ def report(results: dict, args) -> str:
         f"| memory of an idle session's R process | < 80 MB | PSS {mem['pss_mb']:.1f} MB "
         f"(unique {mem['uss_mb']:.1f} MB) | RSS {mem['rss_mb']:.1f} MB, most of it shared "
         f"with the zygote and the other sessions | {verdict[mem['pss_mb'] < 80]} |",
+        *algorithm_rows(results),
         "",
         "How to read them:",
         "- Login takes a worker forked in advance from the zygote (an R with the DataSHIELD",
@@ -302,6 +336,16 @@ def report(results: dict, args) -> str:
     return "\n".join(lines)
 
 
+def load_module(name: str, path: Path):
+    """bench/algorithms.py by path: its name would clash with the `algorithms` package."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", type=Path, help="write the report to this Markdown file")
@@ -309,6 +353,11 @@ def main() -> int:
     parser.add_argument("--trips", type=int, default=300)
     parser.add_argument("--loads", type=int, default=5)
     parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument(
+        "--skip-algorithms",
+        action="store_true",
+        help="only the gateway figures (the federated ones take minutes)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="dsgateway-bench-") as tmp:
         data_dir, state_dir = Path(tmp) / "data", Path(tmp) / "state"
@@ -324,6 +373,10 @@ def main() -> int:
             }
         finally:
             gw.close()
+    if not args.skip_algorithms:
+        federated = load_module("bench_algorithms", Path(__file__).with_name("algorithms.py"))
+        results["glm"] = federated.run_glm()
+        results["summary"] = federated.run_summary()
     text = report(results, args)
     print(text)
     if args.write:
