@@ -50,9 +50,8 @@ def coordinator() -> None:
 def serve(host, port, threads, migrate) -> None:
     """Serve the API with waitress. With the embedded broker (memory://, the default) a
     Celery worker and the periodic sweep run inside this process: one command, no Redis."""
-    import waitress
-
     from gateway.coordinator.celery_app import EmbeddedWorker, is_embedded
+    from gateway.coordinator.server import make_server
 
     app = _app()
     url = app.config["DATABASE_URL"]
@@ -66,14 +65,9 @@ def serve(host, port, threads, migrate) -> None:
     click.echo(f"Database: {_safe_url(url)}")
     click.echo(f"dsgateway coordinator on http://{host}:{port}/api (OpenAPI: /api/openapi.json)")
     try:
-        waitress.serve(
-            app,
-            host=host,
-            port=port,
-            threads=threads or int(app.config["THREADS"]),
-            connection_limit=int(app.config["CONNECTION_LIMIT"]),
-            ident="dsgateway-coordinator",
-        )
+        make_server(app, host, port, threads).run()
+    except KeyboardInterrupt:
+        pass
     finally:
         if worker is not None:
             worker.stop()

@@ -6,12 +6,10 @@ gateway (R) as the researcher who created the task."""
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
 import pytest
-from waitress.server import create_server
 
 from gateway.agent.agent import Agent
 from gateway.agent.config import AgentConfig, Policy
@@ -21,15 +19,10 @@ from gateway.coordinator import create_app, db
 from gateway.coordinator.celery_app import EmbeddedWorker
 from gateway.coordinator.migrate import upgrade
 from gateway.coordinator.models import Run
+from gateway.coordinator.server import BackgroundServer
 from tests.unit.coordinator.fixtures import TEST_RELAY_SECRET, World
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _until(check, timeout: float, what: str):
@@ -40,41 +33,6 @@ def _until(check, timeout: float, what: str):
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-class HTTPServer:
-    """The coordinator app on a fixed loopback port, which can stop and start again."""
-
-    def __init__(self, app):
-        self.app = app
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._server = None
-        self._thread = None
-
-    def start(self) -> None:
-        self._server = create_server(
-            self.app, host="127.0.0.1", port=self.port, threads=16, ident="test"
-        )
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self._server.run()
-        except OSError:
-            pass
-
-    def stop(self) -> None:
-        """Like a process exit: the listener and every open connection are closed (an
-        agent's long poll in flight sees its connection drop)."""
-        if self._server is not None:
-            self._server.close()
-            for channel in list(self._server._map.values()):
-                channel.close()
-            self._server.task_dispatcher.shutdown(timeout=1)
-            self._thread.join(timeout=10)
-            self._server = None
 
 
 @pytest.fixture
@@ -94,8 +52,7 @@ def coordinator(tmp_path):
         }
     )
     worker = EmbeddedWorker(app).start()
-    server = HTTPServer(app)
-    server.start()
+    server = BackgroundServer(app, threads=16).start()
     world = World(app, app.test_client())
     orgs = [world.org(f"Hospital {c}") for c in "ABC"]
     world.study = world.collaboration("study", *orgs)
@@ -120,8 +77,11 @@ def coordinator(tmp_path):
         db.engine(app).dispose()
 
 
-def start_agent(world, name: str, functions=None, **policy) -> Agent:
-    policy = {"algorithms": frozenset({"echo", "sum", "slow"}), **policy}
+def start_agent(
+    world, name: str, functions=None, policy_algorithms=("echo", "sum", "slow"), **policy
+) -> Agent:
+    algorithms = None if policy_algorithms is None else frozenset(policy_algorithms)
+    policy = {"algorithms": algorithms, **policy}
     cfg = AgentConfig(
         coordinator=world.server.url,
         poll_wait=1,
@@ -181,6 +141,37 @@ def test_three_agents_run_tasks_end_to_end(coordinator):
     assert result(w, echo["id"]) == {str(w.nodes[0]): {"k": [1, 2]}}
     me = w.client.get(f"/api/nodes/{w.nodes[0]}", headers=w.as_user("alice")).json
     assert me["online"] is True
+
+
+def test_a_noop_task_on_fifty_nodes(coordinator):
+    """Fifty agents (threads) at once: every long poll holds a server thread and the
+    agents' other requests still get through (waitress's default connection limit did
+    not let them)."""
+    w = coordinator
+    orgs = [w.org(f"Site {i}") for i in range(50)]
+    big = w.collaboration("big", *orgs)
+    for i, org in enumerate(orgs):
+        w.node(f"site-{i}", org, big)
+        start_agent(w, f"site-{i}", policy_algorithms=None)
+    w.user("bea", orgs[0], ("researcher", None, big))
+    time.sleep(1)  # let the polls settle
+    r = w.client.post(
+        "/api/tasks", headers=w.as_user("bea"), json={"collaboration_id": big, "algorithm": "noop"}
+    )
+    started = time.monotonic()
+    done = _until(
+        lambda: (
+            (t := w.client.get(f"/api/tasks/{r.json['id']}", headers=w.as_user("bea")).json)[
+                "status"
+            ]
+            == "completed"
+            and t
+        ),
+        30,
+        "the task on fifty nodes",
+    )
+    assert done["runs"] == {"completed": 50}
+    assert time.monotonic() - started < 15  # about 1 s here; loose for shared machines
 
 
 def test_an_agent_reconnects_when_the_coordinator_comes_back(coordinator):
