@@ -17,6 +17,21 @@ from gateway.agent.images.proxy_main import serve
 
 __all__ = ["GatewayForwarder"]
 
+_SUN_PATH_MAX = 107  # bytes of a socket path the kernel takes (108 with the NUL)
+
+
+def _bind(listener: socket.socket, path: Path) -> None:
+    """Bind to `path`, however deep the run directory is: a longer path than a socket
+    address can hold is reached through the directory's /proc/self/fd link (Linux)."""
+    if len(os.fsencode(path)) <= _SUN_PATH_MAX:
+        listener.bind(str(path))
+        return
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        listener.bind(f"/proc/self/fd/{fd}/{path.name}")
+    finally:
+        os.close(fd)
+
 
 class GatewayForwarder:
     def __init__(self, socket_path: str | os.PathLike, gateway: tuple[str, int]):
@@ -35,7 +50,7 @@ class GatewayForwarder:
     def start(self) -> GatewayForwarder:
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            listener.bind(str(self.path))
+            _bind(listener, self.path)
             # The proxy runs as an unprivileged user of its own: it must be able to
             # connect. Only that container sees this directory.
             os.chmod(self.path, 0o666)  # noqa: S103

@@ -89,6 +89,10 @@ class _Failed(Exception):
     """The run cannot go on; the message is the reason."""
 
 
+class _Cancelled(Exception):
+    """Cancelled before its container started."""
+
+
 class ImageRunner:
     def __init__(self, docker, policy: ImagePolicy, config: RunnerConfig, audit: Any = None):
         self.docker = docker
@@ -124,6 +128,8 @@ class ImageRunner:
             self._run(request, result, status, cancel)
         except _Refused as err:
             result.status, result.reason = RunStatus.NOT_APPROVED, str(err)
+        except _Cancelled as err:
+            result.status, result.reason = RunStatus.KILLED, str(err)
         except (_Failed, SandboxError, OutputRefused) as err:
             result.status, result.reason = RunStatus.FAILED, str(err)
         except (DockerException, OSError) as err:
@@ -150,6 +156,11 @@ class ImageRunner:
         entry[1].append(reason)
         entry[0].set()
         return True
+
+    def _why(self, req: RunRequest) -> str:
+        with self._lock:
+            reasons = self._cancels.get(req.run_id, (None, []))[1]
+        return reasons[0] if reasons else "cancelled"
 
     def remove_leftovers(self) -> int:
         """Remove what runs of this node left behind (call once when the agent starts)."""
@@ -191,13 +202,8 @@ class ImageRunner:
             container = box.create_analysis(image.id, self._environment(req, box))
             box.wait_proxy_ready(proxy)
             if cancel.is_set():
-                raise _Failed("Cancelled before it started.")
-            container.start()
-            result.timings["start"] = time.monotonic() - t
-            status(RunStatus.RUNNING)
-            t = time.monotonic()
-            self._supervise(req, result, container, wall, cancel)
-            result.timings["run"] = time.monotonic() - t
+                raise _Cancelled(f"Stopped at the node before it started: {self._why(req)}.")
+            self._supervise(req, result, container, wall, cancel, status, t)
             if result.status is RunStatus.RUNNING:  # it exited by itself with code 0
                 t = time.monotonic()
                 stream, _ = proxy.get_archive(HOLD)
@@ -288,11 +294,17 @@ class ImageRunner:
 
     # ------------------------------------------------------------ while it runs
 
-    def _supervise(self, req, result: RunResult, container, wall: float, cancel) -> None:
+    def _supervise(self, req, result, container, wall, cancel, status, t_start) -> None:
+        """Start the container and stay with it until it ends; the verdict in `result`
+        (still RUNNING if it exited by itself with code 0)."""
         lim = self.config.limits
         capture = LogCapture(lim.log_bytes)
         exited = threading.Event()
         waited: dict[str, Any] = {}
+        # Attached before the start, the stream carries every byte the container writes
+        # up to its exit (following the log file instead can miss the end, and the
+        # log file is rotated under a chatty container).
+        output = container.attach(stdout=True, stderr=True, stream=True, logs=True)
 
         def wait() -> None:
             try:
@@ -304,18 +316,20 @@ class ImageRunner:
 
         def follow() -> None:
             try:
-                for chunk in container.logs(stream=True, follow=True):
+                for chunk in output:
                     capture.write(chunk)
             except Exception:  # noqa: S110 (the log is best effort; the run goes on)
                 pass
 
-        threads = [
-            threading.Thread(target=wait, name=f"wait-{req.run_id}", daemon=True),
-            threading.Thread(target=follow, name=f"logs-{req.run_id}", daemon=True),
-        ]
-        for th in threads:
-            th.start()
-        deadline = time.monotonic() + wall
+        follower = threading.Thread(target=follow, name=f"logs-{req.run_id}", daemon=True)
+        follower.start()
+        container.start()
+        waiter = threading.Thread(target=wait, name=f"wait-{req.run_id}", daemon=True)
+        waiter.start()
+        result.timings["start"] = time.monotonic() - t_start
+        status(RunStatus.RUNNING)
+        t = time.monotonic()
+        deadline = t + wall
         pids = _PidsWatch(container.id)
         why_killed = None
         while not exited.wait(_TICK):
@@ -329,7 +343,8 @@ class ImageRunner:
                 exited.wait(30)
                 break
         pids.sample()
-        threads[1].join(10)
+        result.timings["run"] = time.monotonic() - t
+        follower.join(10)
         result.log = capture.text()
         container.reload()
         state = container.attrs.get("State", {})
@@ -341,11 +356,8 @@ class ImageRunner:
             else ""
         )
         if why_killed == "cancel":
-            reasons = self._cancels.get(req.run_id, (None, []))[1]
             result.status = RunStatus.KILLED
-            result.reason = (
-                f"Stopped at the node: {reasons[0] if reasons else 'cancelled'}{pids_note}."
-            )
+            result.reason = f"Stopped at the node: {self._why(req)}{pids_note}."
         elif why_killed == "time":
             result.status = RunStatus.TIMED_OUT
             result.reason = (

@@ -181,7 +181,7 @@ class Sandbox:
             "network": self.name,
             "log_config": LogConfig(
                 type="json-file",
-                config={"max-size": str(max(self.limits.log_bytes * 16, 1 << 20)), "max-file": "1"},
+                config={"max-size": str(max(self.limits.log_bytes * 16, 1 << 20)), "max-file": "2"},
             ),
             "detach": True,
         }

@@ -1,0 +1,161 @@
+# dsgateway's R client-image runner: logs in to the node's gateway and runs the
+# researcher's R script (the contract: docs/client-images.md).
+#
+#   DSGATEWAY_URL, DSGATEWAY_TOKEN, DSGATEWAY_PROFILE   the gateway, a short-lived token,
+#                                                       the DataSHIELD profile
+#   /input/parameters.json  {"script": "analysis.R",               (a file in /input)
+#                            "tables": {"D": "demo/cohort/patients"}}  (assigned first)
+#   /output                 the script's JSON, CSV or PNG files
+#
+# The script is evaluated with these defined:
+#   conns       DSI connections (a list with one, "node") when DSI and
+#               DSMolgenisArmadillo are installed (the published image), else NULL;
+#               use dsBaseClient as usual: ds.mean("D$age", datasources = conns)
+#   dsg_aggregate(expr), dsg_assign(symbol, expr), dsg_load_table(symbol, table)
+#               the Armadillo API spoken with httr directly (any image with httr)
+#   parameters  the parsed parameters.json;  output_dir  "/output"
+#   write_json(name, value)  writes output_dir/name
+# Exit status 0 means success.
+
+suppressPackageStartupMessages({
+  library(httr)
+  library(jsonlite)
+})
+
+input_dir <- Sys.getenv("DSGATEWAY_INPUT", "/input")
+output_dir <- Sys.getenv("DSGATEWAY_OUTPUT", "/output")
+gateway_url <- sub("/+$", "", Sys.getenv("DSGATEWAY_URL"))
+gateway_token <- Sys.getenv("DSGATEWAY_TOKEN")
+gateway_profile <- Sys.getenv("DSGATEWAY_PROFILE", "default")
+
+fail <- function(message, status = 2L) {
+  cat("dsgateway runner: ", message, "\n", file = stderr(), sep = "")
+  quit(save = "no", status = status)
+}
+
+if (!nzchar(gateway_url) || !nzchar(gateway_token)) {
+  fail("DSGATEWAY_URL and DSGATEWAY_TOKEN must be set by the node.")
+}
+parameters <- tryCatch(
+  fromJSON(file.path(input_dir, "parameters.json"), simplifyVector = FALSE),
+  error = function(e) fail(paste("cannot read parameters.json:", conditionMessage(e)))
+)
+
+# ------------------------------------------------------------ the Armadillo API with httr
+
+.dsg <- new.env()
+.dsg$logged_in <- FALSE
+
+.dsg_auth <- function() add_headers(Authorization = paste("Bearer", gateway_token))
+
+.dsg_stop_for <- function(response, what) {
+  if (status_code(response) >= 300) {
+    body <- content(response, as = "text", encoding = "UTF-8")
+    message <- tryCatch(fromJSON(body)$message, error = function(e) body)
+    stop(sprintf("%s: HTTP %d: %s", what, status_code(response), message), call. = FALSE)
+  }
+  invisible(response)
+}
+
+dsg_login <- function() {
+  if (!.dsg$logged_in) {
+    response <- POST(
+      paste0(gateway_url, "/select-profile"), .dsg_auth(),
+      body = charToRaw(gateway_profile), encode = "raw"
+    )
+    .dsg_stop_for(response, "login")
+    .dsg$logged_in <- TRUE
+  }
+  invisible(TRUE)
+}
+
+dsg_logout <- function() {
+  if (.dsg$logged_in) {
+    try(POST(paste0(gateway_url, "/logout"), .dsg_auth()), silent = TRUE)
+    .dsg$logged_in <- FALSE
+  }
+}
+
+dsg_load_table <- function(symbol, table, variables = NULL) {
+  dsg_login()
+  query <- list(table = table, symbol = symbol)
+  if (!is.null(variables)) query$variables <- paste(variables, collapse = ",")
+  response <- POST(paste0(gateway_url, "/load-table"), .dsg_auth(), query = query)
+  .dsg_stop_for(response, sprintf("load %s <- %s", symbol, table))
+  invisible(TRUE)
+}
+
+dsg_assign <- function(symbol, expr) {
+  dsg_login()
+  response <- POST(
+    paste0(gateway_url, "/symbols/", symbol), .dsg_auth(),
+    body = expr, content_type("text/plain"), encode = "raw"
+  )
+  .dsg_stop_for(response, sprintf("assign %s <- %s", symbol, expr))
+  invisible(TRUE)
+}
+
+dsg_aggregate <- function(expr) {
+  dsg_login()
+  response <- POST(
+    paste0(gateway_url, "/execute"), .dsg_auth(),
+    body = expr, content_type("text/plain"), accept("application/octet-stream"),
+    encode = "raw"
+  )
+  .dsg_stop_for(response, expr)
+  unserialize(content(response, as = "raw"))
+}
+
+write_json <- function(name, value) {
+  path <- file.path(output_dir, name)
+  jsonlite::write_json(value, path, auto_unbox = TRUE, digits = NA, null = "null", na = "null")
+  invisible(path)
+}
+
+# ------------------------------------------------------------ DSI, when installed
+
+conns <- NULL
+has_dsi <- requireNamespace("DSI", quietly = TRUE) &&
+  requireNamespace("DSMolgenisArmadillo", quietly = TRUE)
+tables <- parameters$tables
+if (is.null(tables)) tables <- list()
+
+run <- function() {
+  if (has_dsi) {
+    suppressPackageStartupMessages(library(DSMolgenisArmadillo))
+    builder <- DSI::newDSLoginBuilder()
+    builder$append(
+      server = "node", url = gateway_url, token = gateway_token,
+      driver = "ArmadilloDriver", profile = gateway_profile
+    )
+    conns <<- DSI::datashield.login(logins = builder$build(), assign = FALSE)
+    for (symbol in names(tables)) {
+      DSI::datashield.assign.table(conns, symbol, tables[[symbol]])
+    }
+  } else {
+    for (symbol in names(tables)) dsg_load_table(symbol, tables[[symbol]])
+  }
+  script <- parameters$script
+  if (!is.character(script) || length(script) != 1 || basename(script) != script) {
+    fail("`script` must name a file in /input.")
+  }
+  path <- file.path(input_dir, script)
+  if (!file.exists(path)) fail(sprintf("`script`: %s does not exist.", path))
+  source(path, local = new.env(parent = globalenv()), echo = FALSE)
+}
+
+status <- tryCatch(
+  {
+    run()
+    0L
+  },
+  error = function(e) {
+    cat("Error: ", conditionMessage(e), "\n", file = stderr(), sep = "")
+    1L
+  },
+  finally = {
+    if (!is.null(conns)) try(DSI::datashield.logout(conns), silent = TRUE)
+    dsg_logout()
+  }
+)
+quit(save = "no", status = status)
