@@ -181,3 +181,7 @@ def check(ctx, image, digest, collaboration) -> None:
     _emit({"allowed": decision.allowed, "reason": decision.reason, "digest": decision.digest})
     if not decision.allowed:
         ctx.exit(1)
+
+
+if __name__ == "__main__":  # python -m gateway.agent.images.cli ...
+    images()
