@@ -150,6 +150,31 @@ def _median_time(fn: Callable[[], object], repeats: int, bar: tqdm) -> tuple[flo
     return statistics.median(times), value
 
 
+def _race(
+    federation: _Federation, table: str, analysis: Callable, repeats: int, bar: tqdm
+) -> tuple[dict, dict]:
+    """Median time of `analysis(session)` through each driver, the drivers taking turns
+    (a shared machine's load then weighs on both alike); the last result of each."""
+    sessions = {}
+    try:
+        for driver in (ARMADILLO, OPAL):
+            sessions[driver] = federation.session(driver, table)
+            analysis(sessions[driver])  # warm-up
+            bar.update(1)
+        times: dict[str, list[float]] = {d: [] for d in sessions}
+        results = {}
+        for _ in range(repeats):
+            for driver, session in sessions.items():
+                started = time.perf_counter()
+                results[driver] = analysis(session)
+                times[driver].append(time.perf_counter() - started)
+                bar.update(1)
+        return {d: statistics.median(t) for d, t in times.items()}, results
+    finally:
+        for session in sessions.values():
+            session.close()
+
+
 def _rscript(code: str) -> str:
     env = dict(os.environ, R_LIBS_USER=os.environ.get("DSGATEWAY_R_LIB", str(ROOT / ".rlib")))
     done = subprocess.run(
@@ -216,7 +241,7 @@ def run_glm(rows: int = 100_000, nodes: int = 3, covariates: int = 6, repeats: i
     formula = "D$y ~ " + " + ".join(f"D$x{j + 1}" for j in range(covariates))
     with _quiet(), tempfile.TemporaryDirectory(prefix="dsgateway-bench-glm-") as tmp:
         work = Path(tmp)
-        bar = tqdm(total=3 * repeats + 4, desc="glm benchmark", leave=False)
+        bar = tqdm(total=2 * repeats + 4, desc="glm benchmark", leave=False)
         frames = _glm_data(rows, nodes, covariates)
         dirs = []
         for k, frame in enumerate(frames):
@@ -236,21 +261,15 @@ def run_glm(rows: int = 100_000, nodes: int = 3, covariates: int = 6, repeats: i
 
         federation = _Federation(dirs, work)
         try:
-            timings = {}
-            fits = {}
-            for driver in (ARMADILLO, OPAL):
-                session = federation.session(driver, GLM_TABLE)
-                try:
-                    algorithms.glm(session, formula, "binomial")  # warm-up
-                    bar.update(1)
-                    timings[driver], fits[driver] = _median_time(
-                        lambda s=session: algorithms.glm(s, formula, "binomial"), repeats, bar
-                    )
-                finally:
-                    session.close()
+            timings, fits = _race(
+                federation,
+                GLM_TABLE,
+                lambda s: algorithms.glm(s, formula, "binomial"),
+                repeats,
+                bar,
+            )
         finally:
             federation.close()
-        bar.update(repeats)
         bar.close()
 
     fit = fits[ARMADILLO]
@@ -307,7 +326,7 @@ def run_summary(
     names = [f"v{j + 1}" for j in range(variables)]
     with _quiet(), tempfile.TemporaryDirectory(prefix="dsgateway-bench-summary-") as tmp:
         work = Path(tmp)
-        bar = tqdm(total=4 * repeats + 3, desc="summary benchmark", leave=False)
+        bar = tqdm(total=3 * repeats + 3, desc="summary benchmark", leave=False)
         frames = _summary_data(rows, nodes, variables)
         dirs = []
         for k, frame in enumerate(frames):
@@ -327,19 +346,9 @@ def run_summary(
 
         federation = _Federation(dirs, work)
         try:
-            timings, results = {}, {}
-            for driver in (ARMADILLO, OPAL):
-                session = federation.session(driver, SUMMARY_TABLE)
-                try:
-                    bar.update(1)
-                    timings[driver], results[driver] = _median_time(
-                        lambda s=session: summaries(s), repeats, bar
-                    )
-                finally:
-                    session.close()
+            timings, results = _race(federation, SUMMARY_TABLE, summaries, repeats, bar)
         finally:
             federation.close()
-        bar.update(repeats)
         bar.close()
 
     ours = results[ARMADILLO]
