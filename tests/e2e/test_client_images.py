@@ -211,40 +211,54 @@ def test_an_r_error_fails_the_run_with_the_log(node, client_r):
 
 
 def test_one_changed_byte_is_a_new_digest_and_is_refused(
-    node, node_b, client_python, probe_image, docker_client, tmp_path
+    node, node_b, probe_image, docker_client, tmp_path
 ):
-    node.approve(probe_image, reason="probe v1")
+    # Two images that differ in one byte of one file.
     context = tmp_path / "changed"
     context.mkdir()
-    (context / "extra").write_bytes(b"\x01")
     (context / "Dockerfile").write_text("FROM dsgateway-test/probe:dev\nCOPY extra /extra\n")
+    (context / "extra").write_bytes(b"\x01")
+    approved, _ = docker_client.images.build(path=str(context), rm=True)
+    (context / "extra").write_bytes(b"\x02")
     changed, _ = docker_client.images.build(path=str(context), rm=True)
-    (context / "extra").write_bytes(b"\x02")  # one byte more changed: yet another digest
-    changed2, _ = docker_client.images.build(path=str(context), rm=True)
-    assert len({probe_image, changed.id, changed2.id}) == 3
-
-    runner = node.runner()
-    script = "open('/output/which.json', 'w').write('\"original\"')\n"
-    refused = runner.run(node.request(f"dsgateway-test/probe:dev@{changed.id}", script))
-    assert refused.status is RunStatus.NOT_APPROVED
-    assert "has not been approved" in refused.reason and refused.image_id is None
-
-    # Move a tag from the approved image to the changed one: a run pinned to the
-    # approved digest still runs the approved content, and the tag alone runs nothing.
-    docker_client.images.get(probe_image).tag("dsgateway-test/probe-moving", "v1")
-    changed.tag("dsgateway-test/probe-moving", "v1")
     moving = "dsgateway-test/probe-moving:v1"
     try:
+        assert len({probe_image, approved.id, changed.id}) == 3
+        node.approve(approved.id, reason="reviewed with extra=1")
+        node.approve(probe_image, reason="probe v1")
+        runner = node.runner()
+        script = """
+            import json, os
+            extra = open("/extra", "rb").read().hex() if os.path.exists("/extra") else None
+            json.dump({"extra": extra}, open("/output/which.json", "w"))
+        """
+        ok = runner.run(node.request(f"dsgateway-test/probe:dev@{approved.id}", script))
+        assert ok.status is RunStatus.COMPLETED, ok.reason
+        assert ok.output("which.json").to_dict()["content"] == {"extra": "01"}
+        refused = runner.run(node.request(f"dsgateway-test/probe:dev@{changed.id}", script))
+        assert refused.status is RunStatus.NOT_APPROVED
+        assert "has not been approved" in refused.reason and refused.image_id is None
+
+        # Move a tag from an approved image to the changed one: a run pinned to the
+        # approved digest still runs the approved content, the tag alone runs nothing.
+        docker_client.images.get(probe_image).tag("dsgateway-test/probe-moving", "v1")
+        changed.tag("dsgateway-test/probe-moving", "v1")
         tag_only = runner.run(node.request(moving, script))
         assert tag_only.status is RunStatus.NOT_APPROVED and "has no digest" in tag_only.reason
         pinned = runner.run(node.request(f"{moving}@{probe_image}", script))
         assert pinned.status is RunStatus.COMPLETED, pinned.reason
         assert pinned.image_id == probe_image
+        assert pinned.output("which.json").to_dict()["content"] == {"extra": None}
         mismatch = runner.run(node.request(f"{moving}@{probe_image}", script, digest=changed.id))
         assert mismatch.status is RunStatus.NOT_APPROVED and "must be the same" in mismatch.reason
     finally:
-        docker_client.images.remove(moving)
+        for name in (moving, approved.id, changed.id):
+            try:
+                docker_client.images.remove(name, force=True)
+            except Exception:  # noqa: S110 (already gone)
+                pass
 
+    script = "print('hello')\n"
     # At another station that rejected the image, the same request ends "not approved",
     # while the first completes.
     node_b.policy.reject(probe_image, by="steward-b", reason="we do not run probes")
