@@ -3,7 +3,7 @@
     coordinator: https://coordinator.example.org    # its API is under /api
     api_key_env: DSGATEWAY_NODE_API_KEY              # the env var holding the node's key
     gateway: node.yaml                               # the gateway's own configuration
-    poll_wait: 30                                    # seconds a long poll may wait
+    poll_wait: 55                                    # seconds a long poll may wait
     heartbeat_interval: 20
     max_concurrent_runs: 2
     backoff_initial: 0.5                             # reconnect delays, doubling
@@ -66,7 +66,7 @@ class _AgentSchema(Schema):
     coordinator = fields.Url(required=True, require_tld=False, schemes={"http", "https"})
     api_key_env = fields.Str(load_default="DSGATEWAY_NODE_API_KEY")
     gateway = fields.Str(load_default=None, allow_none=True)
-    poll_wait = fields.Float(load_default=30, validate=validate.Range(min=0, max=600))
+    poll_wait = fields.Float(load_default=55, validate=validate.Range(min=0, max=600))
     heartbeat_interval = fields.Float(load_default=20, validate=validate.Range(min=0.1))
     max_concurrent_runs = fields.Int(load_default=2, validate=validate.Range(min=1, max=64))
     backoff_initial = fields.Float(load_default=0.5, validate=validate.Range(min=0.01))
@@ -91,7 +91,7 @@ class AgentConfig:
     coordinator: str
     api_key_env: str = "DSGATEWAY_NODE_API_KEY"
     gateway: Path | None = None
-    poll_wait: float = 30
+    poll_wait: float = 55  # under the coordinator's LONG_POLL_MAX (60)
     heartbeat_interval: float = 20
     max_concurrent_runs: int = 2
     backoff_initial: float = 0.5

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from flask import current_app, g, request
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from gateway.coordinator import db
 from gateway.coordinator.errors import Forbidden, NotFound, Unauthorized
@@ -37,7 +37,11 @@ __all__ = [
 ]
 
 ANY_ROLE = frozenset({"admin", "researcher", "data_steward"})
-_LAST_SEEN_GRANULARITY = timedelta(seconds=5)
+# last_seen is written at most this often per node: an idle agent's long poll (up to
+# LONG_POLL_MAX, 60 s) then costs one write a minute, and a node stays online as long as
+# it polls (NODE_OFFLINE_AFTER, 90 s, is more than a poll plus this).
+_LAST_SEEN_GRANULARITY = timedelta(seconds=15)
+_NODE_BY_KEY = select(Node).where(Node.api_key_hash == bindparam("key_hash"))
 
 
 @dataclass
@@ -171,7 +175,7 @@ def authenticate_node() -> Node:
     if not key:
         raise Unauthorized("Send the node's API key in X-Api-Key.")
     s = db.session()
-    node = s.execute(select(Node).where(Node.api_key_hash == hash_api_key(key))).scalar()
+    node = s.execute(_NODE_BY_KEY, {"key_hash": hash_api_key(key)}).scalar()
     if node is None:
         raise Unauthorized("Invalid API key.")
     touch_node(node)

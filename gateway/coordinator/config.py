@@ -57,9 +57,10 @@ DEFAULTS: dict[str, Any] = {
     "TASK_DEFAULT_TIMEOUT": 3600,
     "LONG_POLL_MAX": 60,
     "WORK_BATCH": 10,
-    # Where the agents' long polls learn of new work: "local" (this process only) or
-    # "redis" (across API processes and workers; uses REDIS_URL).
-    "WORK_NOTIFIER": "local",
+    # Where the agents' long polls learn of new work: "local" (this process only),
+    # "redis" (across API processes and workers; REDIS_URL, else the broker's URL), or
+    # "auto": local with the embedded broker, redis with a Redis broker.
+    "WORK_NOTIFIER": "auto",
     "REDIS_URL": None,
     "LOG_EXCERPT_CHARS": 10000,
     "MAX_CONTENT_LENGTH": 16 * 1024 * 1024,

@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 class WorkNotifier:
     recheck: float = 30.0
+    # True when every notify reaches every wait (one process): a poll that timed out
+    # need not look for work again.
+    exact: bool = False
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
@@ -63,6 +66,7 @@ class WorkNotifier:
 
 class LocalWorkNotifier(WorkNotifier):
     recheck = 60.0
+    exact = True
 
     def notify(self, node_ids: Iterable[int]) -> None:
         self._wake(node_ids)
@@ -125,7 +129,10 @@ class RedisWorkNotifier(WorkNotifier):
 
 
 def make_notifier(settings: dict[str, Any]) -> WorkNotifier:
-    kind = settings.get("WORK_NOTIFIER", "local")
+    kind = settings.get("WORK_NOTIFIER", "auto")
+    if kind == "auto":
+        broker = str(settings.get("CELERY_BROKER_URL", ""))
+        kind = "redis" if broker.startswith(("redis://", "rediss://")) else "local"
     if kind == "local":
         return LocalWorkNotifier()
     if kind == "redis":
@@ -133,4 +140,4 @@ def make_notifier(settings: dict[str, Any]) -> WorkNotifier:
         if not url or not str(url).startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("WORK_NOTIFIER=redis needs REDIS_URL (redis://...)")
         return RedisWorkNotifier(url, f"{settings.get('CELERY_QUEUE', 'dsgateway')}:work")
-    raise ValueError(f"WORK_NOTIFIER must be 'local' or 'redis', not {kind!r}")
+    raise ValueError(f"WORK_NOTIFIER must be 'auto', 'local' or 'redis', not {kind!r}")

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import exists, or_, select, update
+from sqlalchemy import bindparam, exists, or_, select, update
 from sqlalchemy.orm import Session
 
 from gateway.coordinator.models import RUN_FINAL, Node, Run, Task, utcnow
@@ -29,6 +29,21 @@ __all__ = [
 
 OPEN = ("pending", "started")
 
+# Built once: an idle agent's poll runs this every time, and building the statement
+# costs more CPU than running it (SQLAlchemy caches the compiled form by structure).
+_PENDING_FOR_NODE = (
+    select(Run.id)
+    .join(Task, Task.id == Run.task_id)
+    .where(
+        Run.node_id == bindparam("node_id"),
+        Run.status == "pending",
+        Task.status == "running",
+        Task.deadline > bindparam("now"),
+    )
+    .order_by(Run.id)
+    .limit(bindparam("limit"))
+)
+
 
 def claim_runs(
     s: Session, node: Node, limit: int, lease: float, agent_session: str | None = None
@@ -37,22 +52,10 @@ def claim_runs(
     them. With `agent_session`, only while that agent is the node's current one (see
     Node.agent_session). The caller commits."""
     now = utcnow()
-    candidates = (
-        s.execute(
-            select(Run.id)
-            .join(Task, Task.id == Run.task_id)
-            .where(
-                Run.node_id == node.id,
-                Run.status == "pending",
-                Task.status == "running",
-                Task.deadline > now,
-            )
-            .order_by(Run.id)
-            .limit(limit)
-        )
-        .scalars()
-        .all()
-    )
+    params = {"node_id": node.id, "now": now, "limit": limit}
+    candidates = s.execute(_PENDING_FOR_NODE, params).scalars().all()
+    if not candidates:
+        return []
     claimed: list[int] = []
     current_agent = []
     if agent_session is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 from flask import Blueprint, current_app
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from gateway.coordinator import audit, db
 from gateway.coordinator.api.endpoint import endpoint
@@ -36,6 +36,7 @@ from gateway.coordinator.schemas import (
 )
 
 bp = Blueprint("node_link", __name__)
+_AGENT_OF_NODE = select(Node.agent_session).where(Node.id == bindparam("node_id"))
 
 
 def _work_item(run: Run) -> dict:
@@ -81,7 +82,7 @@ def work(query):
     while True:
         version = notifier.version(node.id)
         if agent is not None:
-            current = s.execute(select(Node.agent_session).where(Node.id == node.id)).scalar()
+            current = s.execute(_AGENT_OF_NODE, {"node_id": node.id}).scalar()
             if current not in (None, agent):
                 db.commit()
                 raise Conflict("Another agent of this node has taken over: this one may stop.")
@@ -92,9 +93,11 @@ def work(query):
         left = end - time.monotonic()
         db.commit()  # never hold a transaction (or an SQLite write lock) while waiting
         if items or left <= 0:
-            touch_node(node)
             return {"work": items}
-        notifier.wait(node.id, version, min(left, notifier.recheck))
+        woken = notifier.wait(node.id, version, min(left, notifier.recheck))
+        if not woken and notifier.exact and time.monotonic() >= end:
+            # No notification can have been missed: no need to look again.
+            return {"work": []}
 
 
 @bp.post("/node/runs/<int:run_id>/result")
