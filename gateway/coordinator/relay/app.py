@@ -1,0 +1,271 @@
+"""The relay listener: a Flask app of its own (its own port), sharing the coordinator's
+settings, database and relay hub.
+
+- Armadillo API at the root: R's DSMolgenisArmadillo builds absolute paths, so no path
+  prefix can name the node; the bearer relay token does (its `node` claim).
+- Opal API under `/nodes/<node_id>/ws/...` (Opal clients take a base URL with a path);
+  the token must be for that node.
+
+Every call: the relay token is verified (signature, issuer, expiry, audience = the
+node's, the collaboration is the node's, the user exists, is active and is still a
+researcher of the collaboration) and the node's agent must be connected; otherwise the
+answer is 401/403/404/500 in the face's own error format. Then the request (method,
+path, query, body, and the headers DataSHIELD needs, including the same bearer token:
+the node's gateway verifies it again) goes to the node's agent through the hub, and the
+gateway's answer comes back unchanged (status, body, Content-Type, Set-Cookie,
+Location). Every call is audited here (`relay.call`) and at the node by its gateway.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import jwt
+from flask import Flask, Response, jsonify, request
+from sqlalchemy import select
+
+from gateway.coordinator import audit, db
+from gateway.coordinator.authz import Principal
+from gateway.coordinator.models import Node, User
+
+__all__ = ["RelayRefused", "create_relay_app"]
+
+log = logging.getLogger(__name__)
+
+METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
+# What is carried to the node, and back.
+REQUEST_HEADERS = ("Authorization", "X-Opal-Auth", "Cookie", "Content-Type", "Accept")
+RESPONSE_HEADERS = frozenset(
+    {
+        "content-type",
+        "set-cookie",
+        "location",
+        "x-opal-version",
+        "www-authenticate",
+        "content-disposition",
+    }
+)
+_REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found"}
+
+
+class RelayRefused(Exception):
+    def __init__(self, status: int, message: str, **audit_fields: Any):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.audit_fields = audit_fields
+
+
+def _error(face: str, status: int, message: str) -> Response:
+    """The face's own error JSON: Spring Boot's for Armadillo (the R client reads
+    `message`), Opal's ClientErrorDto for Opal."""
+    if face == "opal":
+        key = {401: "Unauthorized", 403: "Forbidden", 404: "NotFound"}.get(
+            status, "BadRequest" if status < 500 else "InternalServerError"
+        )
+        body = {"code": status, "status": key, "arguments": [message], "message": message}
+    else:
+        body = {
+            "timestamp": datetime.now(UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
+            "status": status,
+            "error": _REASONS.get(status, "Internal Server Error"),
+            "message": message,
+            "path": request.path,
+        }
+    response = jsonify(body)
+    response.status_code = status
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="dsgateway-relay"'
+    return response
+
+
+def _token(face: str) -> str | None:
+    scheme, _, value = request.headers.get("Authorization", "").strip().partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    if face == "opal" and request.headers.get("X-Opal-Auth", "").strip():
+        return request.headers["X-Opal-Auth"].strip()
+    return None
+
+
+def create_relay_app(coordinator_app: Flask) -> Flask:
+    from gateway.coordinator.app import services
+    from gateway.coordinator.relay import hub_of
+
+    app = Flask("gateway.coordinator.relay")
+    app.config["MAX_CONTENT_LENGTH"] = coordinator_app.config.get("MAX_CONTENT_LENGTH")
+    app.config["THREADS"] = coordinator_app.config["THREADS"]
+    app.config["CONNECTION_LIMIT"] = coordinator_app.config["CONNECTION_LIMIT"]
+    app.json.sort_keys = False
+    cfg = coordinator_app.config
+    hub = hub_of(coordinator_app)
+    timeout = float(cfg.get("RELAY_TIMEOUT", 600))
+    tokens = services(coordinator_app).tokens
+
+    def verify(token: str, face: str, path_node: int | None) -> tuple[User, Node, dict]:
+        key = tokens.relay_key
+        if key is None:
+            raise RelayRefused(500, "The relay is not configured (no relay signing key).")
+        verify_key = key.signing_key
+        if not key.algorithm.startswith("HS"):
+            verify_key = verify_key.public_key()
+        try:
+            claims = jwt.decode(
+                token,
+                verify_key,
+                algorithms=[key.algorithm],
+                issuer=tokens.relay_issuer,
+                leeway=5,
+                options={
+                    "verify_aud": False,  # checked below, against the node's audience
+                    "require": ["exp", "iss", "aud", "sub", "node", "collaboration"],
+                },
+            )
+        except jwt.ExpiredSignatureError:
+            raise RelayRefused(
+                401, "The relay token has expired: get a new one (POST /api/auth/relay-token)."
+            ) from None
+        except jwt.PyJWTError:
+            raise RelayRefused(401, "Invalid relay token.") from None
+        node_id, collab_id = claims.get("node"), claims.get("collaboration")
+        if not isinstance(node_id, int) or not isinstance(collab_id, int):
+            raise RelayRefused(401, "Invalid relay token.")
+        if path_node is not None and path_node != node_id:
+            raise RelayRefused(403, "This relay token is for another node.")
+        s = db.session()
+        node = s.get(Node, node_id)
+        if node is None:
+            raise RelayRefused(404, "No such node.")
+        audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
+        if node.audience not in audiences:
+            raise RelayRefused(401, "Invalid relay token.")
+        user = s.execute(select(User).where(User.username == str(claims["sub"]))).scalar()
+        if user is None or not user.active:
+            raise RelayRefused(401, "Invalid relay token.")
+        if node.collaboration_id != collab_id:
+            raise RelayRefused(
+                403, "This relay token is for another collaboration.", user=user, node=node
+            )
+        if "researcher" not in Principal(user, list(user.roles)).roles_in(node.collaboration):
+            raise RelayRefused(
+                403,
+                "You are no longer a researcher of this node's collaboration.",
+                user=user,
+                node=node,
+            )
+        return user, node, claims
+
+    def record(action, outcome, user, node, detail):
+        fields: dict[str, Any] = {"detail": detail}
+        if user is not None:
+            fields.update(
+                actor_type="user",
+                actor_id=user.id,
+                actor_name=user.username,
+                organization_id=user.organization_id,
+            )
+        if node is not None:
+            fields["collaboration_id"] = node.collaboration_id
+        audit.record(action, node, outcome=outcome, **fields)
+
+    def relay(face: str, path: str, path_node: int | None) -> Response:
+        token = _token(face)
+        if token is None:
+            if face == "armadillo" and path == "/actuator/info":
+                return jsonify({"app": "dsgateway relay"})  # no OIDC: the client uses token=
+            return _error(face, 401, "Send a relay token: Authorization: Bearer <token>.")
+        started = time.monotonic()
+        user = node = None
+        with coordinator_app.app_context():
+            try:
+                user, node, _claims = verify(token, face, path_node)
+                if not hub.connected(node.id):
+                    raise RelayRefused(
+                        500,
+                        f"Node {node.name!r} is offline: its agent is not connected to the "
+                        "coordinator. Try again later.",
+                    )
+            except RelayRefused as err:
+                detail = {
+                    "method": request.method,
+                    "path": path,
+                    "status": err.status,
+                    "message": err.message,
+                }
+                fields = err.audit_fields
+                who, where = fields.get("user", user), fields.get("node", node)
+                record("relay.refused", "refused", who, where, detail)
+                db.commit()
+                return _error(face, err.status, err.message)
+            user_name, collab_id, node_id = user.username, node.collaboration_id, node.id
+            db.commit()  # hold nothing while the node works
+        outgoing = {
+            "face": face,
+            "method": request.method,
+            "path": path,
+            "query": request.query_string.decode("latin-1"),
+            "headers": [[h, request.headers[h]] for h in REQUEST_HEADERS if h in request.headers],
+            "body": base64.b64encode(request.get_data()).decode("ascii"),
+            "user": user_name,
+            "collaboration_id": collab_id,
+            "timeout": timeout,
+        }
+        answer = hub.call(node_id, outgoing, timeout)
+        if answer is None:
+            status, response = 500, None
+        else:
+            status = int(answer["status"])
+            response = Response(base64.b64decode(answer.get("body") or ""), status=status)
+            response.headers.remove("Content-Type")
+            for name, value in answer.get("headers") or []:
+                if name.lower() not in RESPONSE_HEADERS:
+                    continue
+                if face == "opal" and name.lower() == "location" and value.startswith("/ws"):
+                    value = f"/nodes/{node_id}{value}"
+                response.headers.add(name, value)
+        with coordinator_app.app_context():
+            node = db.session().get(Node, node_id)
+            user = db.session().get(User, user.id)
+            detail = {
+                "method": request.method,
+                "path": path,
+                "status": status,
+                "ms": round((time.monotonic() - started) * 1000, 1),
+            }
+            if answer is None:
+                detail["message"] = "no answer in time"
+            outcome = "ok" if status < 400 else "failed"
+            record("relay.call", outcome, user, node, detail)
+            db.commit()
+        if response is None:
+            return _error(
+                face, 500, f"Node {node.name!r} did not answer within {timeout:g} seconds."
+            )
+        return response
+
+    @app.route("/nodes/<int:node_id>/ws", defaults={"path": ""}, methods=METHODS)
+    @app.route("/nodes/<int:node_id>/ws/<path:path>", methods=METHODS)
+    def opal(node_id: int, path: str):
+        return relay("opal", "/ws/" + path if path else "/ws", node_id)
+
+    @app.route("/", defaults={"path": ""}, methods=METHODS)
+    @app.route("/<path:path>", methods=METHODS)
+    def armadillo(path: str):
+        return relay("armadillo", "/" + path, None)
+
+    @app.errorhandler(413)
+    def _too_large(_err):
+        return _error("armadillo", 400, "Request body too large.")
+
+    @app.errorhandler(Exception)
+    def _unexpected(err):
+        log.exception("relay error on %s %s", request.method, request.path)
+        return _error("armadillo", 500, f"Relay error ({type(err).__name__}).")
+
+    return app
