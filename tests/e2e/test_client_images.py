@@ -163,11 +163,23 @@ def test_python_image_runs_a_script_and_an_algorithm_through_the_gateway(
     row = frame["data"][frame["index"].index("combined")]
     assert row[frame["columns"].index("mean")] == pytest.approx(pooled_mean_age(image_gateway))
 
+    # The same script through dsgateway's own Armadillo driver (the root face).
+    result = runner.run(
+        node.request(
+            ref,
+            files={"analysis.py": textwrap.dedent(script)},
+            parameters={"script": "analysis.py", "tables": {"D": TABLE}, "driver": "armadillo"},
+        )
+    )
+    assert result.status is RunStatus.COMPLETED, (result.reason, result.log)
+    value = result.output("mean.json").to_dict()["content"]
+    assert value["EstimatedMean"] == pytest.approx(pooled_mean_age(image_gateway), rel=1e-12)
+
     # The gateway saw the researcher of the token, through its usual checks.
     calls = image_gateway.audit(user="dave", action="execute")
     assert any("meanDS" in (c.get("expression") or "") for c in calls)
     runs = node.audit.read(action="image_run")
-    assert [r["status"] for r in runs] == ["completed", "completed"]
+    assert [r["status"] for r in runs] == ["completed", "completed", "completed"]
     assert runs[0]["digest"] == client_python and runs[0]["outcome"] == "returned"
 
 
