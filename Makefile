@@ -31,7 +31,7 @@ $(VENV)/.installed: setup.cfg constraints.txt .stamps/system-deps scripts/rpy2-r
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PIP) install -q --upgrade pip setuptools wheel
 	@$(PIP) install -q -c constraints.txt "$$(bash scripts/rpy2-requirement.sh)"
-	@$(PIP) install -q -c constraints.txt -e ".[node,coordinator,algorithms,test]"
+	@$(PIP) install -q -c constraints.txt -e ".[node,coordinator,algorithms,images,test]"
 	@touch $@
 
 rpkg: $(R_LIB)/.dsGatewayBase.installed
