@@ -1,0 +1,248 @@
+"""The relay over real HTTP: a coordinator (its API and its relay listener, each on a
+port of its own), a node agent's relay loop, and the session's real gateway (R).
+
+A researcher's client talks to the relay listener with a relay token from
+`POST /api/auth/relay-token`; the call goes to the node's agent and gateway and back.
+The gateway verifies the same token itself (the coordinator signs with the secret the
+test gateway trusts, for the gateway's issuer and audience)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import jwt
+import pytest
+import requests
+from datashield import DSLoginBuilder, DSSession
+
+from gateway.agent.config import Policy
+from gateway.agent.relay import RelayAgent
+from gateway.coordinator import create_app, db
+from gateway.coordinator.migrate import upgrade
+from gateway.coordinator.models import Node, Role, User
+from gateway.coordinator.relay.app import create_relay_app
+from gateway.coordinator.server import BackgroundServer
+from tests.functional.conftest import AUDIENCE, ISSUER, TOKEN_SECRET, Armadillo
+from tests.functional.rds import unserialize
+from tests.unit.coordinator.fixtures import World
+
+pytestmark = [pytest.mark.slow, pytest.mark.r]
+
+RDS = {"Accept": "application/octet-stream"}
+TEXT = {"Content-Type": "text/plain"}
+
+
+def _until(check, timeout: float, what: str):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def relay(tmp_path_factory, gateway):
+    tmp = tmp_path_factory.mktemp("relay")
+    url = f"sqlite:///{tmp / 'coordinator.db'}"
+    upgrade(url)
+    app = create_app(
+        {
+            "DATABASE_URL": url,
+            "INSTANCE_PATH": str(tmp / "instance"),
+            "SECRET_KEY": "relay-tests-" + "k" * 40,
+            "PASSWORD_HASH_METHOD": "scrypt:1024:8:1",
+            "RELAY_SECRET": TOKEN_SECRET,  # what the test gateway trusts
+            "RELAY_ISSUER": ISSUER,
+            "LONG_POLL_MAX": 5,
+            "RELAY_TIMEOUT": 60,
+        }
+    )
+    api = BackgroundServer(app, threads=16).start()
+    listener = BackgroundServer(create_relay_app(app), threads=16).start()
+    world = World(app, app.test_client())
+    orgs = [world.org(f"Hospital {c}") for c in "AB"]
+    world.study = world.collaboration("study", *orgs)
+    world.other = world.collaboration("other", *orgs)
+    world.node_a = world.node("node-a", orgs[0], world.study)
+    world.node_b = world.node("node-b", orgs[1], world.study)  # no agent: offline
+    world.node_x = world.node("node-x", orgs[0], world.other)
+    with app.app_context():
+        for node in db.session().query(Node):
+            node.audience = AUDIENCE  # the test gateway's
+        db.session().commit()
+    world.user(
+        "alice", orgs[0], ("researcher", None, world.study), ("researcher", None, world.other)
+    )
+    world.user("bob", orgs[0], ("researcher", None, world.study))
+    world.user("mallory", orgs[1], ("researcher", None, world.study))
+    agent = RelayAgent(
+        f"{api.url}/api",
+        world.keys["node-a"],
+        gateway.url,
+        Policy(users=frozenset({"alice", "bob"})),
+        poll_wait=2,
+        backoff_initial=0.05,
+        backoff_max=0.5,
+        request_timeout=5,
+    ).start()
+    world.api, world.listener, world.agent = api, listener, agent
+    _until(lambda: agent.connected, 10, "the relay agent to connect")
+    try:
+        yield world
+    finally:
+        agent.stop(1)
+        listener.stop()
+        api.stop()
+        db.engine(app).dispose()
+
+
+def relay_token(world, node_id: int, user: str = "alice") -> str:
+    r = world.client.post(
+        "/api/auth/relay-token", headers=world.as_user(user), json={"node_id": node_id}
+    )
+    assert r.status_code == 200, r.json
+    return r.json["token"]
+
+
+def relayed(world, token: str) -> Armadillo:
+    return Armadillo(world.listener.url, token=token)
+
+
+def test_an_r_client_session_through_the_relay_equals_the_direct_one(relay, gateway):
+    token = relay_token(relay, relay.node_a)
+    via, direct = relayed(relay, token), Armadillo(gateway.url, token=token)
+    for client in (via, direct):
+        login = client.login()
+        assert login.status_code == 204, login.text
+        assert "Path=/" in login.headers["Set-Cookie"]
+        assert client.head("/tables/demo/cohort/patients").status_code == 200
+        assert client.load_table("D", "demo/cohort/patients")["status"] == "COMPLETED"
+    answers = []
+    for client in (via, direct):
+        r = client.post("/execute", params={"async": "TRUE"}, data="meanDS(D$age)", headers=TEXT)
+        assert r.status_code == 201 and r.headers["Location"] == "/lastcommand"
+        assert client.wait()["status"] == "COMPLETED"
+        result = client.get("/lastresult", headers=RDS)
+        assert result.status_code == 200
+        assert result.headers["Content-Type"] == "application/octet-stream"
+        answers.append(result.content)
+    assert answers[0] == answers[1]
+    assert unserialize(answers[0])  # a real R value
+    # A command failing in R: FAILED, with the message the client parses.
+    r = via.post("/execute", params={"async": "TRUE"}, data="meanDS(nosuch)", headers=TEXT)
+    assert r.status_code == 201
+    failed = via.wait()
+    assert failed["status"] == "FAILED"
+    message = failed["message"]
+    assert message.startswith('Error evaluating: {"status":"400"')
+    inner = json.loads(message[message.index("{") : message.rindex("}") + 1])
+    assert "nosuch" in inner["message"]
+    assert via.get("/lastresult", headers=RDS).status_code == 404
+    # A bad expression: 400 at once, Armadillo's JSON error.
+    bad = via.post("/execute", params={"async": "TRUE"}, data="noSuchMethodDS(D)", headers=TEXT)
+    assert bad.status_code == 400
+    assert "No such DataSHIELD 'AGGREGATE' method" in bad.json()["message"]
+    assert via.get("/symbols").json() == ["D"]
+    assert via.post("/logout").status_code in (200, 204)
+    assert via.get("/lastcommand").status_code in (401, 404)
+    direct.post("/logout")
+    # Audited at the node under the researcher's name, and centrally.
+    entries = [e for e in gateway.audit(user="alice") if e.get("action") == "execute"]
+    assert entries
+    with relay.app.app_context():
+        from gateway.coordinator.models import AuditEvent
+
+        events = db.session().query(AuditEvent).filter_by(action="relay.call").all()
+        assert any(e.actor_name == "alice" and e.detail["path"] == "/execute" for e in events)
+
+
+def test_the_python_datashield_client_through_the_relay(relay, gateway):
+    token = relay_token(relay, relay.node_a)
+    values = {}
+    for name, url in (("relayed", relay.listener.url), ("direct", gateway.url)):
+        builder = DSLoginBuilder()
+        builder.add(name, url, token=token, driver="gateway.client.ArmadilloDriver")
+        session = DSSession(builder.build())
+        session.open()
+        try:
+            session.assign_table("D", "demo/cohort/patients")
+            values[name] = (
+                session.aggregate("meanDS(D$age)")[name],
+                session.aggregate('dimDS("D")')[name],
+            )
+        finally:
+            session.close()
+    assert values["relayed"] == values["direct"]
+
+
+def test_the_opal_face_through_the_relay(relay):
+    token = relay_token(relay, relay.node_a)
+    base = f"{relay.listener.url}/nodes/{relay.node_a}"
+    auth = {"Authorization": f"Bearer {token}"}
+    r = requests.get(f"{base}/ws/datasources", headers=auth, timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.headers.get("X-Opal-Version")
+    other = requests.get(
+        f"{relay.listener.url}/nodes/{relay.node_b}/ws/datasources", headers=auth, timeout=30
+    )
+    assert (
+        other.status_code == 403
+        and other.json()["message"] == "This relay token is for another node."
+    )
+
+
+def _forged(world, **changes) -> str:
+    claims = jwt.decode(
+        relay_token(world, world.node_a), TOKEN_SECRET, algorithms=["HS256"], audience=AUDIENCE
+    )
+    claims.update(changes)
+    return jwt.encode(claims, TOKEN_SECRET, algorithm="HS256")
+
+
+def test_tokens_that_do_not_fit_are_refused(relay):
+    url = relay.listener.url
+    cases = {
+        "expired": (_forged(relay, exp=int(time.time()) - 60), 401, "expired"),
+        "tampered": (relay_token(relay, relay.node_a)[:-3] + "abc", 401, "Invalid relay token."),
+        "other audience": (_forged(relay, aud="someone-else"), 401, "Invalid relay token."),
+        "other collaboration": (_forged(relay, collaboration=relay.other), 403, "collaboration"),
+        "unknown node": (_forged(relay, node=9999), 404, "No such node."),
+    }
+    for what, (token, status, text) in cases.items():
+        r = relayed(relay, token).login()
+        assert r.status_code == status, (what, r.text)
+        body = r.json()
+        assert body["status"] == status and text in body["message"], (what, body)
+    assert requests.post(f"{url}/select-profile", data=b"", timeout=10).status_code == 401
+    basic = requests.post(f"{url}/select-profile", data=b"", auth=("alice", "x"), timeout=10)
+    assert basic.status_code == 401
+    assert requests.get(f"{url}/actuator/info", timeout=10).status_code == 200
+
+
+def test_a_researcher_who_left_the_collaboration_is_refused(relay):
+    token = relay_token(relay, relay.node_a, "bob")
+    assert relayed(relay, token).login().status_code == 204
+    with relay.app.app_context():
+        s = db.session()
+        bob = s.query(User).filter_by(username="bob").one()
+        s.query(Role).filter_by(user_id=bob.id).delete()
+        s.commit()
+    r = relayed(relay, token).get("/lastcommand")
+    assert r.status_code == 403 and "no longer a researcher" in r.json()["message"]
+
+
+def test_an_offline_node_is_answered_clearly(relay):
+    r = relayed(relay, relay_token(relay, relay.node_b)).login()
+    assert r.status_code == 500
+    assert r.json()["message"].startswith("Node 'node-b' is offline")
+
+
+def test_the_nodes_own_policy_refuses_a_user(relay, gateway):
+    before = len(gateway.audit(user="mallory"))
+    r = relayed(relay, relay_token(relay, relay.node_a, "mallory")).login()
+    assert r.status_code == 403
+    assert r.json()["message"] == "Refused by the node's policy: user 'mallory'."
+    assert len(gateway.audit(user="mallory")) == before  # never reached the gateway
