@@ -63,6 +63,11 @@ def run(config_file: str, log_level: str) -> None:
     link = CoordinatorLink(cfg.api_url, key, cfg.request_timeout)
     agent = Agent(cfg, link, GatewayExecutor(sessions, cfg.policy)).start()
     click.echo(f"Agent connecting to {cfg.api_url}")
+    relay = None
+    if server is not None:  # relayed DataSHIELD calls (docs/relay.md) need the gateway
+        from gateway.agent.relay import RelayAgent
+
+        relay = RelayAgent.from_config(cfg, key, server.url).start()
 
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -72,6 +77,8 @@ def run(config_file: str, log_level: str) -> None:
     finally:
         click.echo("Stopping ...")
         agent.stop(timeout=1)  # its threads are daemons: a long poll need not finish
+        if relay is not None:
+            relay.stop(timeout=1)
         if server is not None:
             from gateway.node.app import close_services
 
