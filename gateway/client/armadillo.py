@@ -192,15 +192,19 @@ class ArmadilloConnection(DSConnection):
         else:
             raise ValueError("give a token, or a user name and password")
         headers = {"Authorization": login_auth} if login_auth else {}
-        # the raw profile name, no Content-Type (the server must not form-parse it)
-        response = self._request(
-            "POST", "/select-profile", data=self.profile.encode(), headers=headers
-        )
-        if response.status_code == 404:
-            raise NotFound(f"Profile not found: '{self.profile}'", status=404)
-        self._raise_for_status(response)
-        if restore:
-            self._checked("POST", "/load-workspace", params={"id": restore})
+        try:
+            # the raw profile name, no Content-Type (the server must not form-parse it)
+            response = self._request(
+                "POST", "/select-profile", data=self.profile.encode(), headers=headers
+            )
+            if response.status_code == 404:
+                raise NotFound(f"Profile not found: '{self.profile}'", status=404)
+            self._raise_for_status(response)
+            if restore:
+                self._checked("POST", "/load-workspace", params={"id": restore})
+        except BaseException:
+            self._http.close()
+            raise
 
     # ---------------------------------------------------------------- HTTP
 
