@@ -128,23 +128,36 @@ class Worker:
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                # Its own process group: `--beat` forks a beat process, which must go
+                # with the worker (a killed worker would otherwise leave it orphaned).
+                start_new_session=True,
             )
-        _until(lambda: "ready." in self.log.read_text(), 30, "the Celery worker")
+        try:
+            _until(lambda: "ready." in self.log.read_text(), 30, "the Celery worker")
+        except AssertionError:
+            self.kill()
+            raise
+
+    def _signal_group(self, sig: int) -> None:
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
 
     def kill(self) -> None:
         if self.proc is not None:
-            self.proc.send_signal(signal.SIGKILL)
+            self._signal_group(signal.SIGKILL)
             self.proc.wait(timeout=10)
             self.proc = None
 
     def stop(self) -> None:
         if self.proc is not None:
-            self.proc.terminate()
+            self._signal_group(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                self.kill()
-            self.proc = None
+                pass
+            self.kill()  # whatever of the group is left
 
 
 @pytest.fixture(scope="module")
