@@ -61,6 +61,7 @@ def relay(tmp_path_factory, gateway):
             "RELAY_ISSUER": ISSUER,
             "LONG_POLL_MAX": 5,
             "RELAY_TIMEOUT": 60,
+            "RELAY_AUTH_CACHE": 0.5,
         }
     )
     api = BackgroundServer(app, threads=16).start()
@@ -233,6 +234,7 @@ def test_a_researcher_who_left_the_collaboration_is_refused(relay):
         bob = s.query(User).filter_by(username="bob").one()
         s.query(Role).filter_by(user_id=bob.id).delete()
         s.commit()
+    time.sleep(0.6)  # RELAY_AUTH_CACHE
     r = relayed(relay, token).get("/lastcommand")
     assert r.status_code == 403 and "no longer a researcher" in r.json()["message"]
 
@@ -315,3 +317,30 @@ def test_r_httr_client_through_the_relay(relay, gateway):
     assert "bad 400 " in lines
     assert any(line.startswith("logout 20") for line in lines)
     assert outputs["relayed"] == outputs["direct"]
+
+
+def test_relay_overhead_on_an_aggregate_round_trip(relay, gateway):
+    """The median extra time of a relayed aggregate round trip (execute, lastresult)
+    over the same calls made directly, measured in the same run. The issue's figure is
+    under 10 ms on loopback; the bound here is loose for shared test machines."""
+    token = relay_token(relay, relay.node_a)
+    clients = {"relayed": relayed(relay, token), "direct": Armadillo(gateway.url, token=token)}
+    times: dict[str, list[float]] = {name: [] for name in clients}
+    for client in clients.values():
+        assert client.login().status_code == 204
+        client.load_table("D", "demo/cohort/patients")
+    for _ in range(30):
+        for name, client in clients.items():
+            started = time.perf_counter()
+            client.post("/execute", params={"async": "TRUE"}, data='dimDS("D")', headers=TEXT)
+            assert client.get("/lastresult", headers=RDS).status_code == 200
+            times[name].append(time.perf_counter() - started)
+    for client in clients.values():
+        client.post("/logout")
+    median = {name: sorted(t)[len(t) // 2] * 1000 for name, t in times.items()}
+    overhead = median["relayed"] - median["direct"]
+    print(
+        f"aggregate round trip: direct {median['direct']:.1f} ms, relayed "
+        f"{median['relayed']:.1f} ms, overhead {overhead:.1f} ms"
+    )
+    assert overhead < 50, median

@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import base64
 import logging
+import threading
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import jwt
@@ -32,7 +35,7 @@ from gateway.coordinator import audit, db
 from gateway.coordinator.authz import Principal
 from gateway.coordinator.models import Node, User
 
-__all__ = ["RelayRefused", "create_relay_app"]
+__all__ = ["Grant", "RelayRefused", "create_relay_app"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,18 @@ RESPONSE_HEADERS = frozenset(
     }
 )
 _REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found"}
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What a verified relay token allows: this user, on this node."""
+
+    user_id: int
+    user_name: str
+    organization_id: int
+    node_id: int
+    node_name: str
+    collaboration_id: int
 
 
 class RelayRefused(Exception):
@@ -150,14 +165,17 @@ def create_relay_app(coordinator_app: Flask) -> Flask:
             raise RelayRefused(401, "Invalid relay token.")
         if node.collaboration_id != collab_id:
             raise RelayRefused(
-                403, "This relay token is for another collaboration.", user=user, node=node
+                403,
+                "This relay token is for another collaboration.",
+                user_id=user.id,
+                node_id=node.id,
             )
         if "researcher" not in Principal(user, list(user.roles)).roles_in(node.collaboration):
             raise RelayRefused(
                 403,
                 "You are no longer a researcher of this node's collaboration.",
-                user=user,
-                node=node,
+                user_id=user.id,
+                node_id=node.id,
             )
         return user, node, claims
 
@@ -174,6 +192,54 @@ def create_relay_app(coordinator_app: Flask) -> Flask:
             fields["collaboration_id"] = node.collaboration_id
         audit.record(action, node, outcome=outcome, **fields)
 
+    cache_ttl = float(cfg.get("RELAY_AUTH_CACHE", 5))
+    grants: dict[tuple[str, int | None], tuple[float, Grant]] = {}
+    grants_lock = threading.Lock()
+
+    def grant_for(token: str, face: str, path_node: int | None) -> Grant:
+        """verify(), remembered for RELAY_AUTH_CACHE seconds (never past `exp`): a
+        session's many /lastcommand polls then cost no database reads. A membership
+        taken away takes effect within that time; refusals are never remembered."""
+        now = time.monotonic()
+        key = (token, path_node)
+        with grants_lock:
+            hit = grants.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        user, node, claims = verify(token, face, path_node)
+        grant = Grant(
+            user.id, user.username, user.organization_id, node.id, node.name, node.collaboration_id
+        )
+        if cache_ttl > 0:
+            until = min(now + cache_ttl, now + float(claims["exp"]) - time.time())
+            with grants_lock:
+                if len(grants) > 10000:
+                    grants.clear()
+                grants[key] = (until, grant)
+        return grant
+
+    def record_call(grant: Grant, detail: dict, outcome: str) -> None:
+        try:
+            _record_call(grant, detail, outcome)
+        except Exception:  # the answer is gone already; say so in the log
+            log.exception("could not audit a relay call")
+
+    def _record_call(grant: Grant, detail: dict, outcome: str) -> None:
+        with coordinator_app.app_context():
+            target = SimpleNamespace(id=grant.node_id, collaboration_id=grant.collaboration_id)
+            audit.record(
+                "relay.call",
+                target,
+                outcome=outcome,
+                target_type="node",
+                actor_type="user",
+                actor_id=grant.user_id,
+                actor_name=grant.user_name,
+                organization_id=grant.organization_id,
+                detail=detail,
+            )
+            db.commit()
+
     def relay(face: str, path: str, path_node: int | None) -> Response:
         token = _token(face)
         if token is None:
@@ -181,30 +247,34 @@ def create_relay_app(coordinator_app: Flask) -> Flask:
                 return jsonify({"app": "dsgateway relay"})  # no OIDC: the client uses token=
             return _error(face, 401, "Send a relay token: Authorization: Bearer <token>.")
         started = time.monotonic()
-        user = node = None
-        with coordinator_app.app_context():
-            try:
-                user, node, _claims = verify(token, face, path_node)
-                if not hub.connected(node.id):
+        grant = None
+        try:
+            with coordinator_app.app_context():
+                grant = grant_for(token, face, path_node)
+                if not hub.connected(grant.node_id):
                     raise RelayRefused(
                         500,
-                        f"Node {node.name!r} is offline: its agent is not connected to the "
-                        "coordinator. Try again later.",
+                        f"Node {grant.node_name!r} is offline: its agent is not connected to "
+                        "the coordinator. Try again later.",
                     )
-            except RelayRefused as err:
-                detail = {
-                    "method": request.method,
-                    "path": path,
-                    "status": err.status,
-                    "message": err.message,
-                }
-                fields = err.audit_fields
-                who, where = fields.get("user", user), fields.get("node", node)
-                record("relay.refused", "refused", who, where, detail)
+        except RelayRefused as err:
+            detail = {
+                "method": request.method,
+                "path": path,
+                "status": err.status,
+                "message": err.message,
+            }
+            with coordinator_app.app_context():
+                user_id = err.audit_fields.get("user_id")
+                node_id = err.audit_fields.get("node_id")
+                if grant is not None:
+                    user_id, node_id = grant.user_id, grant.node_id
+                s = db.session()
+                user = s.get(User, user_id) if user_id is not None else None
+                node = s.get(Node, node_id) if node_id is not None else None
+                record("relay.refused", "refused", user, node, detail)
                 db.commit()
-                return _error(face, err.status, err.message)
-            user_name, collab_id, node_id = user.username, node.collaboration_id, node.id
-            db.commit()  # hold nothing while the node works
+            return _error(face, err.status, err.message)
         outgoing = {
             "face": face,
             "method": request.method,
@@ -212,13 +282,20 @@ def create_relay_app(coordinator_app: Flask) -> Flask:
             "query": request.query_string.decode("latin-1"),
             "headers": [[h, request.headers[h]] for h in REQUEST_HEADERS if h in request.headers],
             "body": base64.b64encode(request.get_data()).decode("ascii"),
-            "user": user_name,
-            "collaboration_id": collab_id,
+            "user": grant.user_name,
+            "collaboration_id": grant.collaboration_id,
             "timeout": timeout,
         }
-        answer = hub.call(node_id, outgoing, timeout)
+        answer = hub.call(grant.node_id, outgoing, timeout)
+        detail = {"method": request.method, "path": path, "remote": request.remote_addr or ""}
         if answer is None:
-            status, response = 500, None
+            status = 500
+            detail["message"] = "no answer in time"
+            response = _error(
+                face,
+                500,
+                f"Node {grant.node_name!r} did not answer within {timeout:g} seconds.",
+            )
         else:
             status = int(answer["status"])
             response = Response(base64.b64decode(answer.get("body") or ""), status=status)
@@ -227,26 +304,13 @@ def create_relay_app(coordinator_app: Flask) -> Flask:
                 if name.lower() not in RESPONSE_HEADERS:
                     continue
                 if face == "opal" and name.lower() == "location" and value.startswith("/ws"):
-                    value = f"/nodes/{node_id}{value}"
+                    value = f"/nodes/{grant.node_id}{value}"
                 response.headers.add(name, value)
-        with coordinator_app.app_context():
-            node = db.session().get(Node, node_id)
-            user = db.session().get(User, user.id)
-            detail = {
-                "method": request.method,
-                "path": path,
-                "status": status,
-                "ms": round((time.monotonic() - started) * 1000, 1),
-            }
-            if answer is None:
-                detail["message"] = "no answer in time"
-            outcome = "ok" if status < 400 else "failed"
-            record("relay.call", outcome, user, node, detail)
-            db.commit()
-        if response is None:
-            return _error(
-                face, 500, f"Node {node.name!r} did not answer within {timeout:g} seconds."
-            )
+        detail["status"] = status
+        detail["ms"] = round((time.monotonic() - started) * 1000, 1)
+        outcome = "ok" if status < 400 else "failed"
+        # Written once the answer is on its way: the client does not wait for it.
+        response.call_on_close(lambda: record_call(grant, detail, outcome))
         return response
 
     @app.route("/nodes/<int:node_id>/ws", defaults={"path": ""}, methods=METHODS)
