@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+import threading
 import time
 
 import jwt
@@ -344,3 +345,28 @@ def test_relay_overhead_on_an_aggregate_round_trip(relay, gateway):
         f"{median['relayed']:.1f} ms, overhead {overhead:.1f} ms"
     )
     assert overhead < 50, median
+
+
+def test_a_blocking_lastresult_does_not_hold_up_other_relayed_sessions(relay):
+    """/lastresult blocks until its command is done; the agent forwards calls
+    concurrently, so another session (even on the same node) is not kept waiting."""
+    token = relay_token(relay, relay.node_a)
+    slow, quick = relayed(relay, token), relayed(relay, token)
+    assert slow.login("faults").status_code == 204
+    assert quick.login().status_code == 204
+    r = slow.post("/execute", params={"async": "TRUE"}, data="sleepDS(3)", headers=TEXT)
+    assert r.status_code == 201
+    started = time.monotonic()
+    waiter = threading.Thread(
+        target=lambda: setattr(waiter, "answer", slow.get("/lastresult", headers=RDS))
+    )
+    waiter.start()
+    time.sleep(0.2)  # the slow /lastresult is now held at the node
+    assert quick.get("/lastcommand").status_code == 404  # nothing run yet in this session
+    assert slow.get("/lastcommand").json()["status"] in ("PENDING", "IN_PROGRESS")
+    assert time.monotonic() - started < 2
+    waiter.join(30)
+    assert waiter.answer.status_code == 200 and unserialize(waiter.answer.content) == [3.0]
+    assert time.monotonic() - started > 2.5
+    for client in (slow, quick):
+        client.post("/logout")
