@@ -210,7 +210,10 @@ class RelayAgent:
         except Exception as err:  # never leave the caller without an answer
             log.exception("relay call failed")
             answer = _error_answer(item, 500, f"Relay error at the node ({type(err).__name__}).")
-        self._answer(answer, deadline=time.monotonic() + float(item.get("timeout") or 60))
+        deadline = time.monotonic() + float(item.get("timeout") or 60)
+        if self._answer(answer, deadline) == 413:
+            message = "The node's answer is too large for the relay (MAX_CONTENT_LENGTH)."
+            self._answer(_error_answer(item, 500, message), deadline)
 
     def _session(self) -> requests.Session:
         s = getattr(self._local, "session", None)
@@ -252,7 +255,8 @@ class RelayAgent:
             "body": base64.b64encode(r.content).decode("ascii"),
         }
 
-    def _answer(self, answer: dict, deadline: float) -> None:
+    def _answer(self, answer: dict, deadline: float) -> int | None:
+        """Post the answer; the coordinator's status (None: never got through)."""
         backoff = self.backoff_initial
         while not self._stop.is_set():
             try:
@@ -264,11 +268,12 @@ class RelayAgent:
                 if r.status_code < 500:
                     if r.status_code != 200:
                         log.warning("relay answer refused: %s %s", r.status_code, r.text[:200])
-                    return
+                    return r.status_code
             except requests.RequestException:
                 pass
             if time.monotonic() > deadline:
                 log.warning("relay answer %s dropped: the coordinator is unreachable", answer["id"])
-                return
+                return None
             self._stop.wait(backoff)
             backoff = min(backoff * 2, self.backoff_max)
+        return None

@@ -370,3 +370,19 @@ def test_a_blocking_lastresult_does_not_hold_up_other_relayed_sessions(relay):
     assert time.monotonic() - started > 2.5
     for client in (slow, quick):
         client.post("/logout")
+
+
+def test_an_answer_too_large_for_the_relay_is_a_clear_error(relay):
+    client = relayed(relay, relay_token(relay, relay.node_a))
+    assert client.login().status_code == 204
+    assert len(client.get("/methods/aggregate").content) > 3000
+    saved = relay.app.config["MAX_CONTENT_LENGTH"]
+    relay.app.config["MAX_CONTENT_LENGTH"] = 3000  # what the agent may post back
+    try:
+        r = client.get("/methods/aggregate")
+        assert r.status_code == 500
+        assert "too large for the relay" in r.json()["message"]
+        assert client.get("/lastcommand").status_code == 404  # small answers still pass
+    finally:
+        relay.app.config["MAX_CONTENT_LENGTH"] = saved
+    client.post("/logout")
