@@ -386,3 +386,26 @@ def test_an_answer_too_large_for_the_relay_is_a_clear_error(relay):
     finally:
         relay.app.config["MAX_CONTENT_LENGTH"] = saved
     client.post("/logout")
+
+
+def test_the_python_opal_client_through_the_relay(relay, gateway):
+    """datashield-opal with a base URL under /nodes/<id> and the relay token."""
+    token = relay_token(relay, relay.node_a)
+    values = {}
+    for name, url in (
+        ("relayed", f"{relay.listener.url}/nodes/{relay.node_a}"),
+        ("direct", gateway.url),
+    ):
+        builder = DSLoginBuilder()
+        builder.add(name, url, token=token, driver="datashield_opal.OpalDriver")
+        session = DSSession(builder.build())
+        session.open()
+        try:
+            session.assign_table("D", "demo.cohort.patients")
+            values[name] = (
+                session.aggregate("meanDS(D$age)")[name],
+                session.aggregate('dimDS("D")')[name],
+            )
+        finally:
+            session.close()
+    assert values["relayed"] == values["direct"]
