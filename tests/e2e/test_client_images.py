@@ -532,18 +532,23 @@ def test_endless_loop_is_timed_out_and_a_cancel_kills(node, probe_image):
 
 def test_logs_are_cut_with_a_marker(node, probe_image):
     node.approve(probe_image)
+    # stdout and stderr are two pipes: only the order within one of them is certain, so
+    # each stream's line is written with the other one flushed and settled first.
     script = """
-        import sys
+        import sys, time
         print("FIRST LINE", flush=True)
+        time.sleep(0.2)
+        print("STDERR TOO", file=sys.stderr, flush=True)
+        time.sleep(0.2)
         for i in range(20000):
             print(f"noise {i:06d} " + "x" * 80)
-        print("LAST WORDS", file=sys.stderr, flush=True)
+        print("LAST WORDS", flush=True)
         sys.exit(3)
     """
     result = node.runner(log_bytes=4096).run(node.request(probe_image, script))
     assert result.status is RunStatus.FAILED
     assert result.reason == "The analysis exited with code 3. See the log."
-    assert result.log.startswith("FIRST LINE\n")
+    assert result.log.startswith("FIRST LINE\nSTDERR TOO\n")
     assert result.log.rstrip().endswith("LAST WORDS")
     assert "bytes of output cut here" in result.log
     assert len(result.log.encode()) < 4096 + 200

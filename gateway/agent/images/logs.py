@@ -44,6 +44,26 @@ class LogCapture:
             while self._tail and self._tail_size - len(self._tail[0]) >= keep:
                 self._tail_size -= len(self._tail.popleft())
 
+    def settle_tail(self, end: bytes, whole: bool) -> None:
+        """Settle the log from the log driver's copy: `end` is the whole log (`whole`)
+        or its last bytes.
+
+        Docker's attach stream can lose what a container writes just before it exits;
+        the log driver's file has it. With only the end, the head stays as streamed."""
+        with self._lock:
+            if whole:
+                self._head = bytearray()
+                self._tail.clear()
+                self._tail_size = 0
+                self.total = 0
+            elif end:
+                keep = self.limit - self.limit // 2
+                self._tail = deque([bytes(end[-keep:])])
+                self._tail_size = len(self._tail[0])
+                self.total = max(self.total, len(self._head) + self._tail_size)
+                return
+        self.write(end)
+
     @property
     def truncated(self) -> bool:
         return self.total > self.limit

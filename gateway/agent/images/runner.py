@@ -65,6 +65,9 @@ __all__ = ["ImageRunner", "RunnerConfig", "StatusCallback"]
 
 log = logging.getLogger(__name__)
 
+# Lines of the log driver's copy read to settle a run's log end (see LogCapture).
+_LOG_TAIL_LINES = 2000
+
 StatusCallback = Callable[[RunStatus, str], None]
 _TICK = 0.1  # seconds between looks at a running container
 
@@ -344,7 +347,21 @@ class ImageRunner:
                 break
         pids.sample()
         result.timings["run"] = time.monotonic() - t
-        follower.join(10)
+        # The daemon ends the attach stream only once it has sent every byte; on a busy
+        # machine a chatty container's last megabytes take a while to drain.
+        follower.join(60)
+        if follower.is_alive():
+            log.warning("run %s: the log stream did not end", req.run_id)
+        try:
+            # The attach stream may miss the last writes before exit; the log driver
+            # (rotated at 16x the captured size, so its end is always there) has them.
+            if capture.total < lim.log_bytes:  # small: the driver's whole copy
+                capture.settle_tail(container.logs(stdout=True, stderr=True), whole=True)
+            else:
+                end = container.logs(stdout=True, stderr=True, tail=_LOG_TAIL_LINES)
+                capture.settle_tail(end[-lim.log_bytes :], whole=False)
+        except Exception as err:  # the log driver is best effort too
+            log.warning("run %s: could not read the log's end: %s", req.run_id, err)
         result.log = capture.text()
         container.reload()
         state = container.attrs.get("State", {})

@@ -194,3 +194,20 @@ def test_statuses_and_result_json():
 def test_limits_are_checked(kw):
     with pytest.raises(ValueError):
         RunLimits(**kw)
+
+
+def test_settle_with_the_whole_log_replaces_what_the_stream_missed():
+    capture = LogCapture(1000)
+    capture.write(b"first\nmiddle\n")  # the attach stream lost "last\n"
+    capture.settle_tail(b"first\nmiddle\nlast\n", whole=True)
+    assert capture.text() == "first\nmiddle\nlast\n"
+
+
+def test_settle_with_the_end_keeps_the_streamed_head():
+    capture = LogCapture(100)
+    capture.write(b"HEAD" + b"x" * 300)
+    capture.settle_tail(b"y" * 60 + b"THE END", whole=False)
+    text = capture.text()
+    assert text.startswith("HEAD")
+    assert text.endswith("THE END")
+    assert "cut here" in text
