@@ -10,6 +10,8 @@ import threading
 
 import click
 
+from gateway.agent.images.cli import images
+
 __all__ = ["node"]
 
 
@@ -84,3 +86,8 @@ def run(config_file: str, log_level: str) -> None:
 
             server.stop()
             close_services(app.extensions["dsgateway"])
+
+
+# The data steward's image approvals: `dsgateway node images ...`
+# (docs/data-stewards-images.md).
+node.add_command(images)
