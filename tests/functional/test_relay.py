@@ -63,6 +63,7 @@ def relay(tmp_path_factory, gateway):
             "LONG_POLL_MAX": 5,
             "RELAY_TIMEOUT": 60,
             "RELAY_AUTH_CACHE": 0.5,
+            "RELAY_POLL_GRACE": 1,
         }
     )
     api = BackgroundServer(app, threads=16).start()
@@ -409,3 +410,37 @@ def test_the_python_opal_client_through_the_relay(relay, gateway):
         finally:
             session.close()
     assert values["relayed"] == values["direct"]
+
+
+def test_an_agent_that_dies_mid_call_is_answered_clearly(relay, gateway):
+    """Node b's agent takes a call that blocks (a /lastresult of a 10 s command), then
+    stops: the caller gets a clear 500 once the node's last poll has ended (its wait,
+    2 s here) plus RELAY_POLL_GRACE, not after RELAY_TIMEOUT (60 s here)."""
+    agent = RelayAgent(
+        f"{relay.api.url}/api",
+        relay.keys["node-b"],
+        gateway.url,
+        Policy(),
+        poll_wait=2,
+        backoff_initial=0.05,
+        request_timeout=5,
+    ).start()
+    try:
+        _until(lambda: agent.connected, 10, "node b's relay agent")
+        client = relayed(relay, relay_token(relay, relay.node_b))
+        assert client.login("faults").status_code == 204
+        r = client.post("/execute", params={"async": "TRUE"}, data="sleepDS(10)", headers=TEXT)
+        assert r.status_code == 201
+        started = time.monotonic()
+        waiter = threading.Thread(
+            target=lambda: setattr(waiter, "answer", client.get("/lastresult", headers=RDS))
+        )
+        waiter.start()
+        time.sleep(0.3)
+    finally:
+        agent.stop(0.5)  # gone, with the call in its hands
+    waiter.join(30)
+    assert waiter.answer.status_code == 500
+    assert waiter.answer.json()["message"] == "Node 'node-b' went offline before it answered."
+    assert time.monotonic() - started < 8  # before the command itself could end
+    time.sleep(1.1)  # RELAY_POLL_GRACE: node b is offline again for the other tests

@@ -7,10 +7,11 @@ import threading
 import time
 
 import jwt
+import pytest
 
 from gateway.agent.config import Policy
 from gateway.agent.relay import policy_refusal
-from gateway.coordinator.relay.hub import RelayHub
+from gateway.coordinator.relay.hub import NodeLost, RelayHub
 
 
 def _answer_later(hub: RelayHub, node_id: int, delay: float = 0.05) -> threading.Thread:
@@ -50,11 +51,26 @@ def test_another_node_cannot_answer_or_take_a_call():
 
 def test_an_unanswered_call_times_out_and_leaves_nothing_behind():
     hub = RelayHub()
+    hub.take(1, wait=0, limit=1)  # node 1 has polled: connected for the grace
     started = time.monotonic()
     assert hub.call(1, {"p": 1}, timeout=0.2) is None
     assert 0.2 <= time.monotonic() - started < 2
     assert hub.pending(1) == 0
     assert hub.take(1, wait=0, limit=10) == []
+
+
+def test_a_call_whose_node_stops_polling_ends_at_once():
+    """An agent that took a call and died: the caller learns it after the grace, not
+    after the whole timeout."""
+    hub = RelayHub(grace=0.3)
+    taker = threading.Thread(target=hub.take, args=(1, 2, 1))
+    taker.start()  # takes the call, then never answers nor polls again
+    started = time.monotonic()
+    with pytest.raises(NodeLost):
+        hub.call(1, {"p": 1}, timeout=30)
+    assert time.monotonic() - started < 3
+    taker.join()
+    assert hub.pending(1) == 0
 
 
 def test_a_node_is_connected_while_it_polls_and_for_a_grace_after():

@@ -112,6 +112,7 @@ def _token(face: str) -> str | None:
 def create_relay_app(coordinator_app: Flask) -> Flask:
     from gateway.coordinator.app import services
     from gateway.coordinator.relay import hub_of
+    from gateway.coordinator.relay.hub import NodeLost
 
     app = Flask("gateway.coordinator.relay")
     app.config["MAX_CONTENT_LENGTH"] = coordinator_app.config.get("MAX_CONTENT_LENGTH")
@@ -286,16 +287,18 @@ def create_relay_app(coordinator_app: Flask) -> Flask:
             "collaboration_id": grant.collaboration_id,
             "timeout": timeout,
         }
-        answer = hub.call(grant.node_id, outgoing, timeout)
         detail = {"method": request.method, "path": path, "remote": request.remote_addr or ""}
+        try:
+            answer = hub.call(grant.node_id, outgoing, timeout)
+            lost = None
+        except NodeLost:
+            answer = None
+            lost = f"Node {grant.node_name!r} went offline before it answered."
         if answer is None:
             status = 500
-            detail["message"] = "no answer in time"
-            response = _error(
-                face,
-                500,
-                f"Node {grant.node_name!r} did not answer within {timeout:g} seconds.",
-            )
+            message = lost or f"Node {grant.node_name!r} did not answer within {timeout:g} seconds."
+            detail["message"] = message
+            response = _error(face, 500, message)
         else:
             status = int(answer["status"])
             response = Response(base64.b64decode(answer.get("body") or ""), status=status)

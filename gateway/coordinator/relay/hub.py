@@ -24,7 +24,11 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["RelayCall", "RelayHub"]
+__all__ = ["NodeLost", "RelayCall", "RelayHub"]
+
+
+class NodeLost(Exception):
+    """The node's agent stopped polling while the call was waiting for its answer."""
 
 
 @dataclass
@@ -66,20 +70,36 @@ class RelayHub:
         return last is not None and time.monotonic() - last < self.grace
 
     def call(self, node_id: int, request: dict[str, Any], timeout: float) -> dict | None:
-        """Queue the request for the node and wait for its answer; None on timeout."""
+        """Queue the request for the node and wait for its answer; None on timeout.
+        NodeLost if the node's agent stops polling meanwhile (it died, or lost the
+        link): the caller need not wait out the whole timeout for an answer that will
+        never come."""
         call = RelayCall(node_id, request)
         with self._lock:
             self._calls[call.id] = call
             self._queues[node_id].append(call)
             self._cond(node_id).notify_all()
-        answered = call.done.wait(timeout)
+        end = time.monotonic() + timeout
+        answered = False
+        while not answered:
+            left = end - time.monotonic()
+            if left <= 0:
+                break
+            answered = call.done.wait(min(left, 1.0))
+            if not answered and not self.connected(node_id) and not call.done.is_set():
+                self._forget(call)
+                raise NodeLost(f"node {node_id} stopped polling")
+        self._forget(call)
+        return call.response if answered else None
+
+    def _forget(self, call: RelayCall) -> None:
+        node_id = call.node_id
         with self._lock:
             self._calls.pop(call.id, None)
             try:
                 self._queues[node_id].remove(call)  # never taken: nobody will answer
             except ValueError:
                 pass
-        return call.response if answered else None
 
     def take(self, node_id: int, wait: float, limit: int) -> list[RelayCall]:
         """The node's queued calls (at most `limit`), waiting up to `wait` s for one."""
