@@ -226,6 +226,16 @@ def test_tokens_that_do_not_fit_are_refused(relay):
     basic = requests.post(f"{url}/select-profile", data=b"", auth=("alice", "x"), timeout=10)
     assert basic.status_code == 401
     assert requests.get(f"{url}/actuator/info", timeout=10).status_code == 200
+    # Each refusal is audited centrally, with the user when the token named a real one.
+    with relay.app.app_context():
+        from gateway.coordinator.models import AuditEvent
+
+        refused = db.session().query(AuditEvent).filter_by(action="relay.refused").all()
+        messages = [e.detail["message"] for e in refused]
+        assert all(e.outcome == "refused" for e in refused)
+        assert "This relay token is for another collaboration." in messages
+        other = next(e for e in refused if "another collaboration" in e.detail["message"])
+        assert other.actor_name == "alice" and other.collaboration_id == relay.study
 
 
 def test_a_researcher_who_left_the_collaboration_is_refused(relay):
