@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from gateway.coordinator.relay.hub import RelayHub
+from gateway.coordinator.relay.hub import RedisRelayHub, RelayHub, make_hub
 
 __all__ = ["EXTENSION", "hub_of", "init_app"]
 
@@ -25,9 +25,9 @@ EXTENSION = "dsgateway_relay"
 def init_app(app: Flask) -> None:
     from gateway.coordinator.relay.link import bp
 
-    app.extensions[EXTENSION] = RelayHub(grace=float(app.config.get("RELAY_POLL_GRACE", 10)))
+    app.extensions[EXTENSION] = make_hub(app.config)
     app.register_blueprint(bp, url_prefix="/api")
 
 
-def hub_of(app: Flask) -> RelayHub:
+def hub_of(app: Flask) -> RelayHub | RedisRelayHub:
     return app.extensions[EXTENSION]

@@ -6,17 +6,19 @@ one node. `call()` queues it and waits (bounded) for the agent's answer; the age
 long poll (`take()`) receives queued calls; `respond()` hands an answer back to the
 waiting request.
 
-Everything is in this process's memory, on purpose: a relay call lives exactly as long
-as the client's HTTP connection to this process, so after a coordinator restart there
-is nobody left to answer, and storing calls in the database would only leave stale
-rows. What must survive a restart lives elsewhere: the R sessions (at the node, bound
-to the client's cookie) and the authorisation (the token, the database). The price is
-that the relay listener and the agents' relay polls must be served by the same process
-(see docs/relay.md).
+Calls are never stored in the database, on purpose: a relay call lives exactly as long
+as the client's HTTP connection, so after a coordinator restart there is nobody left to
+answer, and stored calls would only go stale. What must survive a restart lives
+elsewhere: the R sessions (at the node, bound to the client's cookie) and the
+authorisation (the token, the database). Two hubs with one interface (`make_hub`):
+`RelayHub`, in this process's memory (the relay listener and the agents' relay polls
+must then be served by the same process), and `RedisRelayHub`, through Redis (any
+processes, any machines).
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 import threading
 import time
@@ -24,7 +26,7 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["NodeLost", "RelayCall", "RelayHub"]
+__all__ = ["NodeLost", "RedisRelayHub", "RelayCall", "RelayHub", "make_hub"]
 
 
 class NodeLost(Exception):
@@ -134,3 +136,122 @@ class RelayHub:
     def pending(self, node_id: int) -> int:
         with self._lock:
             return len(self._queues[node_id])
+
+
+class RedisRelayHub:
+    """The same hub through Redis: the relay listener and the agents' relay polls may be
+    served by different processes, on different machines (several API processes behind
+    a load balancer). Keys (all expire):
+
+    - `<prefix>:q:<node>`: the node's queue of calls (a list of JSON);
+    - `<prefix>:c:<call>`: the node a waiting call is for (deleted by its one answer);
+    - `<prefix>:a:<call>`: the answer, popped by the waiting listener;
+    - `<prefix>:poll:<node>`: present while the node polls, and `grace` s after.
+
+    Calls are still not kept beyond the caller's wait: if Redis or the listener goes,
+    the caller's connection goes too.
+    """
+
+    def __init__(self, url: str, prefix: str = "dsgateway:relay", grace: float = 10.0):
+        import redis
+
+        self._redis = redis.Redis.from_url(url)
+        self.prefix = prefix
+        self.grace = grace
+
+    def _key(self, kind: str, ident: Any) -> str:
+        return f"{self.prefix}:{kind}:{ident}"
+
+    def connected(self, node_id: int) -> bool:
+        return bool(self._redis.exists(self._key("poll", node_id)))
+
+    def call(self, node_id: int, request: dict[str, Any], timeout: float) -> dict | None:
+        call_id = secrets.token_hex(12)
+        payload = json.dumps({"id": call_id, "request": request, "until": time.time() + timeout})
+        queue, owner, answer_key = (
+            self._key("q", node_id),
+            self._key("c", call_id),
+            self._key("a", call_id),
+        )
+        pipe = self._redis.pipeline()
+        pipe.set(owner, node_id, ex=int(timeout) + 60)
+        pipe.lpush(queue, payload)
+        pipe.expire(queue, int(timeout) + 60)
+        pipe.execute()
+        end = time.monotonic() + timeout
+        try:
+            while True:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return None
+                got = self._redis.blpop([answer_key], timeout=max(0.01, min(left, 1.0)))
+                if got is not None:
+                    return json.loads(got[1])
+                if not self.connected(node_id):
+                    raise NodeLost(f"node {node_id} stopped polling")
+        finally:
+            pipe = self._redis.pipeline()
+            pipe.delete(owner, answer_key)
+            pipe.lrem(queue, 0, payload)  # never taken: nobody will answer
+            pipe.execute()
+
+    def take(self, node_id: int, wait: float, limit: int) -> list[RelayCall]:
+        poll, queue = self._key("poll", node_id), self._key("q", node_id)
+        self._redis.set(poll, 1, ex=int(wait + self.grace) + 1)
+        try:
+            raw = []
+            first = self._redis.brpop([queue], timeout=wait) if wait > 0 else None
+            if first is not None:
+                raw.append(first[1])
+            elif wait <= 0:
+                one = self._redis.rpop(queue)
+                raw += [one] if one is not None else []
+            if raw and limit > 1:
+                raw += self._redis.rpop(queue, limit - 1) or []
+            calls = []
+            for item in raw:
+                data = json.loads(item)
+                if data["until"] < time.time() or not self._redis.exists(
+                    self._key("c", data["id"])
+                ):
+                    continue  # its caller has given up
+                calls.append(RelayCall(node_id, data["request"], id=data["id"]))
+            return calls
+        finally:
+            self._redis.set(poll, 1, ex=max(1, round(self.grace)))
+
+    def respond(self, node_id: int, call_id: str, response: dict[str, Any]) -> bool:
+        owner = self._key("c", call_id)
+        if self._redis.get(owner) != str(node_id).encode():
+            return False
+        if self._redis.delete(owner) != 1:
+            return False  # answered already
+        answer_key = self._key("a", call_id)
+        pipe = self._redis.pipeline()
+        pipe.rpush(answer_key, json.dumps(response))
+        pipe.expire(answer_key, 60)
+        pipe.execute()
+        return True
+
+    def pending(self, node_id: int) -> int:
+        return int(self._redis.llen(self._key("q", node_id)))
+
+
+def make_hub(settings: dict[str, Any]) -> RelayHub | RedisRelayHub:
+    """RELAY_HUB: `local` (this process), `redis` (REDIS_URL, else the broker's), or
+    `auto` (the default): redis when the Celery broker is Redis, as for the work
+    notifier."""
+    kind = settings.get("RELAY_HUB", "auto")
+    grace = float(settings.get("RELAY_POLL_GRACE", 10))
+    broker = str(settings.get("CELERY_BROKER_URL", ""))
+    if kind == "auto":
+        kind = "redis" if broker.startswith(("redis://", "rediss://")) else "local"
+    if kind == "local":
+        return RelayHub(grace=grace)
+    if kind == "redis":
+        url = settings.get("REDIS_URL") or broker
+        if not str(url).startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("RELAY_HUB=redis needs REDIS_URL (redis://...)")
+        prefix = f"{settings.get('CELERY_QUEUE', 'dsgateway')}:relay"
+        return RedisRelayHub(str(url), prefix, grace=grace)
+    raise ValueError(f"RELAY_HUB must be 'auto', 'local' or 'redis', not {kind!r}")

@@ -1,0 +1,124 @@
+"""The relay through Redis (RELAY_HUB=redis): the relay listener of one coordinator
+app and the agent's relay poll on ANOTHER app (as two API processes would be), sharing
+only Redis and the database; a relayed session against the real gateway, and the
+hub's rules (one answer, by its node only; a node that stops polling)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from gateway.agent.config import Policy
+from gateway.agent.relay import RelayAgent
+from gateway.coordinator import create_app, db
+from gateway.coordinator.migrate import upgrade
+from gateway.coordinator.models import Node
+from gateway.coordinator.relay import hub_of
+from gateway.coordinator.relay.app import create_relay_app
+from gateway.coordinator.relay.hub import NodeLost, RedisRelayHub
+from gateway.coordinator.server import BackgroundServer
+from tests.functional.conftest import AUDIENCE, ISSUER, TOKEN_SECRET, Armadillo
+from tests.functional.test_coordinator_celery import RedisServer, _until
+from tests.unit.coordinator.fixtures import World
+
+pytestmark = pytest.mark.slow
+TEXT = {"Content-Type": "text/plain"}
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory):
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+def test_the_redis_hub_rules(redis_url):
+    hub = RedisRelayHub(redis_url, "test-hub", grace=0.5)
+    other = RedisRelayHub(redis_url, "test-hub", grace=0.5)  # another process
+    assert hub.connected(1) is False
+    result = {}
+
+    def answer():
+        (call,) = other.take(1, wait=5, limit=10)
+        assert other.respond(2, call.id, {"status": 200}) is False  # not node 2's
+        assert other.respond(1, call.id, {"status": 201, "echo": call.request}) is True
+        assert other.respond(1, call.id, {"status": 202}) is False  # once only
+        result["done"] = True
+
+    t = threading.Thread(target=answer)
+    t.start()
+    time.sleep(0.1)  # node 1 polls: connected
+    assert hub.connected(1) is True
+    assert hub.call(1, {"path": "/x"}, timeout=5) == {"status": 201, "echo": {"path": "/x"}}
+    t.join()
+    assert result["done"] and hub.pending(1) == 0
+    # A node that takes a call and stops polling: NodeLost after the grace.
+    t = threading.Thread(target=other.take, args=(1, 1, 1))
+    t.start()
+    started = time.monotonic()
+    with pytest.raises(NodeLost):
+        hub.call(1, {"p": 1}, timeout=30)
+    assert time.monotonic() - started < 5
+    t.join()
+    # A call nobody takes times out and leaves nothing queued.
+    other.take(3, wait=0, limit=1)  # node 3 polled: connected for the grace
+    assert hub.call(3, {"p": 1}, timeout=0.3) is None
+    assert hub.pending(3) == 0
+
+
+@pytest.mark.r
+def test_a_relayed_session_across_two_api_processes(tmp_path, redis_url, gateway):
+    url = f"sqlite:///{tmp_path / 'coordinator.db'}"
+    upgrade(url)
+    settings = {
+        "DATABASE_URL": url,
+        "INSTANCE_PATH": str(tmp_path / "instance"),
+        "SECRET_KEY": "relay-redis-" + "k" * 40,
+        "PASSWORD_HASH_METHOD": "scrypt:1024:8:1",
+        "RELAY_SECRET": TOKEN_SECRET,
+        "RELAY_ISSUER": ISSUER,
+        "RELAY_HUB": "redis",
+        "REDIS_URL": redis_url,
+        "CELERY_QUEUE": f"relay-test-{time.time_ns()}",
+        "LONG_POLL_MAX": 5,
+    }
+    front, back = create_app(settings), create_app(settings)
+    assert isinstance(hub_of(front), RedisRelayHub)
+    world = World(back, back.test_client())
+    org = world.org("Hospital A")
+    study = world.collaboration("study", org)
+    node_id = world.node("node-a", org, study)
+    with back.app_context():
+        db.session().get(Node, node_id).audience = AUDIENCE
+        db.session().commit()
+    world.user("alice", org, ("researcher", None, study))
+    api = BackgroundServer(back, threads=8).start()  # the agents' API process
+    listener = BackgroundServer(create_relay_app(front), threads=8).start()  # another
+    agent = RelayAgent(
+        f"{api.url}/api", world.keys["node-a"], gateway.url, Policy(), poll_wait=2
+    ).start()
+    try:
+        _until(lambda: agent.connected, 10, "the relay agent")
+        token = world.client.post(
+            "/api/auth/relay-token", headers=world.as_user("alice"), json={"node_id": node_id}
+        ).json["token"]
+        client = Armadillo(listener.url, token=token)
+        assert client.login().status_code == 204
+        assert client.load_table("D", "demo/cohort/patients")["status"] == "COMPLETED"
+        direct = Armadillo(gateway.url, token=token)
+        assert direct.login().status_code == 204
+        direct.load_table("D", "demo/cohort/patients")
+        assert client.execute('dimDS("D")') == direct.execute('dimDS("D")')
+        for c in (client, direct):
+            assert c.post("/logout").status_code in (200, 204)
+    finally:
+        agent.stop(0.5)
+        listener.stop()
+        api.stop()
+        for app in (front, back):
+            db.engine(app).dispose()
