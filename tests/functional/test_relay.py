@@ -137,6 +137,7 @@ def test_an_r_client_session_through_the_relay_equals_the_direct_one(relay, gate
         answers.append(result.content)
     assert answers[0] == answers[1]
     assert unserialize(answers[0])  # a real R value
+    executes_before = len(gateway.audit(user="alice", action="execute"))
     # A command failing in R: FAILED, with the message the client parses.
     r = via.post("/execute", params={"async": "TRUE"}, data="meanDS(nosuch)", headers=TEXT)
     assert r.status_code == 201
@@ -156,8 +157,9 @@ def test_an_r_client_session_through_the_relay_equals_the_direct_one(relay, gate
     assert via.get("/lastcommand").status_code in (401, 404)
     direct.post("/logout")
     # Audited at the node under the researcher's name, and centrally.
-    entries = [e for e in gateway.audit(user="alice") if e.get("action") == "execute"]
-    assert entries
+    relayed_only = gateway.audit(user="alice", action="execute")[executes_before:]
+    assert len(relayed_only) == 2  # the FAILED one and the refused one, as alice
+    assert {e.get("outcome") for e in relayed_only} >= {"refused"}
     with relay.app.app_context():
         from gateway.coordinator.models import AuditEvent
 
