@@ -5,10 +5,11 @@ coordinator's relay listener, carried to this node's own gateway and answered.
 - Each call is checked against the node's policy (`policy.collaborations`,
   `policy.users` of the agent's configuration), read from the relay token itself, not
   from what the coordinator says; a refused call is answered 403 in the face's format.
-- Allowed calls go to the local gateway over HTTP, in a small thread pool (a
-  `/lastresult` blocks until its command is done, other sessions must not wait for
-  it). The gateway verifies the token (signature, issuer, audience, expiry) itself and
-  audits the call under the researcher's name, exactly as for a direct login.
+- Allowed calls go to the local gateway over HTTP, in a thread pool (32 threads: a
+  `/lastresult` blocks until its command is done, and other sessions must not wait
+  for it; more sessions blocked at once than threads would queue the rest). The
+  gateway verifies the token (signature, issuer, audience, expiry) itself and audits
+  the call under the researcher's name, exactly as for a direct login.
 - The gateway's answer (status, headers, body) goes back by
   `POST /api/node/relay/responses`; any network fault: back off (doubling, jittered)
   and poll again.
@@ -113,7 +114,7 @@ class RelayAgent:
         policy: Policy,
         *,
         poll_wait: float = 30,
-        workers: int = 8,
+        workers: int = 32,
         backoff_initial: float = 0.5,
         backoff_max: float = 30,
         request_timeout: float = 30,
