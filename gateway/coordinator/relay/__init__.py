@@ -5,7 +5,9 @@
   to: the Armadillo API at its root (the bearer token selects the node), the Opal API
   under `/nodes/<node_id>/ws/...`.
 - `link.py`: `/api/node/relay` (long poll) and `/api/node/relay/responses`, for agents.
-- `hub.py`: the calls in flight between the two.
+- `hub.py`: the calls in flight between the two: in this process's memory, or in
+  Redis (`RELAY_HUB`) so that the listener and the agents' API may be other processes.
+- `serve.py`: `python -m gateway.coordinator.relay` (API + listener, or `--relay-only`).
 
 `init_app(app)` (called by the coordinator's app factory) adds the node link and the hub.
 See docs/relay.md.
