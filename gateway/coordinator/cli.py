@@ -12,6 +12,8 @@ import sys
 
 import click
 
+from gateway.coordinator.relay.serve import relay_command
+
 __all__ = ["coordinator"]
 
 ADMIN_PASSWORD_ENV = "DSGATEWAY_ADMIN_PASSWORD"  # noqa: S105 (a variable name)
@@ -203,6 +205,10 @@ def relay_key(path: str) -> None:
     )
     click.echo(f"Private key: {path} (set RELAY_PRIVATE_KEY_FILE to it)")
     click.echo(public.decode("ascii"), nl=False)
+
+
+# `dsgateway coordinator relay`: the API and the relay listener (docs/relay.md).
+coordinator.add_command(relay_command)
 
 
 if __name__ == "__main__":  # python -m gateway.coordinator.cli ...
