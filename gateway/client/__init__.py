@@ -12,7 +12,8 @@ Armadillo API (dsgateway's root face, or MOLGENIS Armadillo itself).
     session.assign_table("D", "demo/cohort/patients")
 
 `rds` reads R's serialize() bytes (`rds.unserialize`, `rds.to_python`, `rds.loads`);
-every error is an `ArmadilloError` (see `gateway.client.errors`). Needs `requests` and
+every error is an `ArmadilloError` (see `gateway.client.errors`). `CoordinatorClient` is
+a small REST client for the coordinator (its errors: `CoordinatorError`). Needs `requests` and
 `datashield` (the ``algorithms`` extra installs both).
 """
 
@@ -23,6 +24,7 @@ from gateway.client.armadillo import (
     ArmadilloResult,
     ArmadilloRSession,
 )
+from gateway.client.coordinator import CoordinatorClient
 from gateway.client.errors import (
     AccessDenied,
     ArmadilloError,
@@ -30,6 +32,7 @@ from gateway.client.errors import (
     BadRequest,
     CommandFailed,
     ConnectionFailed,
+    CoordinatorError,
     HTTPStatusError,
     NotFound,
     ProtocolError,
@@ -49,6 +52,8 @@ __all__ = [
     "BadRequest",
     "CommandFailed",
     "ConnectionFailed",
+    "CoordinatorClient",
+    "CoordinatorError",
     "HTTPStatusError",
     "NotFound",
     "ProtocolError",

@@ -16,6 +16,8 @@ driver catches it, and `get_error()` gives the same keys as the other drivers
      +-- ProtocolError           an answer this client does not understand
      |    +-- RDSError             bytes that are not a readable serialize() stream
      +-- UnsupportedOperation    not part of the Armadillo API (e.g. table variables)
+     +-- CoordinatorError        the coordinator's REST API (`CoordinatorClient`) failed:
+                                 ``.status`` (None: unreachable) and ``.message``
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ __all__ = [
     "BadRequest",
     "CommandFailed",
     "ConnectionFailed",
+    "CoordinatorError",
     "HTTPStatusError",
     "NotFound",
     "ProtocolError",
@@ -125,3 +128,8 @@ class RDSError(ProtocolError):
 
 class UnsupportedOperation(ArmadilloError):
     """The DataSHIELD interface asks for something the Armadillo API does not offer."""
+
+
+class CoordinatorError(ArmadilloError):
+    """A request to the coordinator failed: ``.status`` is the HTTP status (None when
+    the coordinator could not be reached), ``.message`` the server's ``message``."""

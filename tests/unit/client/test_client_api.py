@@ -21,6 +21,8 @@ PUBLIC = {
     "BadRequest",
     "CommandFailed",
     "ConnectionFailed",
+    "CoordinatorClient",
+    "CoordinatorError",
     "HTTPStatusError",
     "NotFound",
     "ProtocolError",
@@ -43,6 +45,7 @@ def test_public_names_are_fixed():
         "ArmadilloDriver",
         "ArmadilloRSession",
         "ArmadilloResult",
+        "CoordinatorClient",
     }
 
 
