@@ -2,7 +2,7 @@
 
 Times are stored as naive UTC and come back as aware UTC (`UTCDateTime`), so SQLite and
 PostgreSQL behave alike. Uniqueness that the task code relies on for idempotence is a
-database constraint, not a hope: one run per (task, node), one result per task, one node
+database constraint, not a hope: one run per (task, node, round), one result per task, one node
 per (organisation, collaboration).
 
 The schema is created by the Alembic migrations in `migrations/`, never by
@@ -220,6 +220,10 @@ class Task(Base):
     dispatched_at: Mapped[datetime | None] = mapped_column()
     finished_at: Mapped[datetime | None] = mapped_column()
     deadline: Mapped[datetime] = mapped_column()
+    # Iterative algorithms: the round now running (0 is the first) and the central
+    # algorithm's state between rounds. Single-round tasks stay at round 0, state None.
+    round: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    state: Mapped[Any | None] = mapped_column(JSON)
 
     collaboration: Mapped[Collaboration] = relationship()
     creator: Mapped[User | None] = relationship()
@@ -230,13 +234,16 @@ class Task(Base):
 class Run(Base):
     __tablename__ = "runs"
     __table_args__ = (
-        UniqueConstraint("task_id", "node_id"),
+        UniqueConstraint("task_id", "node_id", "round"),
         CheckConstraint(_in("status", RUN_STATUSES), name="status"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
     node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id"), index=True)
+    round: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The node's parameters for this round (None: the task's parameters).
+    parameters: Mapped[Any | None] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
