@@ -9,12 +9,12 @@ from __future__ import annotations
 from flask import Blueprint
 from sqlalchemy import select
 
-from gateway.coordinator import audit, db
+from gateway.coordinator import admin, audit, db
 from gateway.coordinator.api.endpoint import endpoint
 from gateway.coordinator.api.lookup import get_or_404
 from gateway.coordinator.authz import current_user
-from gateway.coordinator.errors import Conflict, Forbidden, NotFound
-from gateway.coordinator.models import Collaboration, Node, Organization
+from gateway.coordinator.errors import Conflict, Forbidden
+from gateway.coordinator.models import Collaboration, Organization
 from gateway.coordinator.schemas import (
     CollaborationIn,
     CollaborationOut,
@@ -125,20 +125,7 @@ def add_member(collab_id, body):
 @endpoint(status=204, errors=(403, 404, 409), summary="Remove an organisation (its admins)")
 def remove_member(collab_id, org_id):
     collab = _administered(collab_id)
-    org = next((o for o in collab.organizations if o.id == org_id), None)
-    if org is None:
-        raise NotFound("That organisation is not a member.")
-    has_node = (
-        db.session()
-        .execute(
-            select(Node.id).where(
-                Node.collaboration_id == collab.id, Node.organization_id == org_id
-            )
-        )
-        .first()
-    )
-    if has_node:
-        raise Conflict("The organisation has a node in this collaboration: delete it first.")
+    org = admin.check_member_removal(db.session(), collab, org_id)
     collab.organizations.remove(org)
     audit.record(
         "collaboration.remove_organization",

@@ -10,15 +10,14 @@ from __future__ import annotations
 from flask import Blueprint
 from sqlalchemy import select
 
-from gateway.coordinator import audit, db
+from gateway.coordinator import admin, audit, db
 from gateway.coordinator.api.collaborations import visible_collaboration
 from gateway.coordinator.api.endpoint import endpoint
 from gateway.coordinator.api.lookup import get_or_404
 from gateway.coordinator.authz import current_user
-from gateway.coordinator.errors import BadRequest, Forbidden, NotFound
+from gateway.coordinator.errors import Forbidden, NotFound
 from gateway.coordinator.models import Collaboration, Node, Organization
 from gateway.coordinator.schemas import NodeIn, NodeKeyOut, NodeOut, NodePatch, NodeQuery
-from gateway.coordinator.security import API_KEY_PREFIX_LEN, hash_api_key, new_api_key
 
 bp = Blueprint("nodes", __name__)
 
@@ -28,13 +27,6 @@ def visible_node(node_id: int) -> Node:
     if node is None or not current_user().roles_in(node.collaboration):
         raise NotFound("No such node.")
     return node
-
-
-def _set_key(node: Node) -> str:
-    key = new_api_key()
-    node.api_key_hash = hash_api_key(key)
-    node.api_key_prefix = key[:API_KEY_PREFIX_LEN]
-    return key
 
 
 def _with_key(node: Node, key: str) -> Node:
@@ -80,19 +72,9 @@ def create_node(body):
     if not principal.administers(collab):
         raise Forbidden("Only an admin of this collaboration may add nodes.")
     org = get_or_404(Organization, body["organization_id"], "organisation")
-    if org not in collab.organizations:
-        raise BadRequest("That organisation is not a member of the collaboration.")
-    name = body.get("name") or f"node-{org.id}-{collab.id}"
-    node = Node(
-        name=name,
-        organization=org,
-        collaboration=collab,
-        audience=body.get("audience") or name,
-        projects=sorted(set(body["projects"])),
-    )
-    key = _set_key(node)
+    node, key = admin.new_node(org, collab, body)
     db.session().add(node)
-    audit.record("node.create", node, detail={"name": name, "organization_id": org.id})
+    audit.record("node.create", node, detail={"name": node.name, "organization_id": org.id})
     db.commit()
     return _with_key(node, key)
 
@@ -131,7 +113,7 @@ def patch_node(node_id, body):
 def rotate_key(node_id):
     node = visible_node(node_id)
     _may_manage(node)
-    key = _set_key(node)
+    key = admin.set_node_key(node)
     audit.record("node.rotate_key", node)
     db.commit()
     return _with_key(node, key)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app
 from sqlalchemy import select
 
-from gateway.coordinator import audit, db
+from gateway.coordinator import admin, audit, db
 from gateway.coordinator.api.endpoint import endpoint
 from gateway.coordinator.api.lookup import get_or_404
 from gateway.coordinator.authz import Principal, current_user
@@ -137,15 +137,9 @@ def delete_user(user_id):
 
 def _check_grant(principal: Principal, user: User, spec: dict) -> None:
     s = db.session()
+    admin.check_role_scope(s, user, spec)
     org_id, collab_id = spec.get("organization_id"), spec.get("collaboration_id")
-    org = get_or_404(Organization, org_id, "organisation") if org_id else None
     collab = s.get(Collaboration, collab_id) if collab_id else None
-    if collab_id and collab is None:
-        raise NotFound("No such collaboration.")
-    if org is not None and collab is not None and org not in collab.organizations:
-        raise BadRequest("That organisation is not a member of that collaboration.")
-    if spec["name"] == "data_steward" and org_id is None:
-        raise BadRequest("A data steward stands for one organisation: give organization_id.")
     if principal.is_superuser:
         return
     if collab is None and org_id is None:
@@ -179,8 +173,7 @@ def grant_role(user_id, body):
     if user is None:
         raise NotFound("No such user.")
     _check_grant(principal, user, body)
-    key = (body["name"], body["organization_id"], body["collaboration_id"])
-    if any((r.name, r.organization_id, r.collaboration_id) == key for r in user.roles):
+    if admin.find_role(user, body) is not None:
         raise Conflict("The user already holds that role.")
     role = Role(
         user=user,
