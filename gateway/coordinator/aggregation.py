@@ -5,6 +5,13 @@ A function takes `(results, parameters)` where `results` maps each node id to wh
 node returned, and returns something JSON-serialisable. Algorithms without a function
 need none: their result is the node results as they are (`{node_id: result}`).
 
+Iterative (multi-round) algorithms have a central step instead: an object with
+`step(results, parameters, state, round)` (see `Iterative`) that gets the node results of
+one round and answers `NextRound(node_parameters, state)` (the nodes run again with the
+task's parameters updated by `node_parameters`) or `Done(result)`. The built-in `glm`
+is one (`algorithms.glm_task`); entry points and registered modules may add others:
+an object with a `step` method is taken as iterative.
+
 Functions come from three places, later ones winning: the built-ins below, the entry
 point group `dsgateway.aggregators` (so the `algorithms` package, or any installed
 package, can plug its own in without the coordinator knowing it), and the modules named
@@ -16,17 +23,48 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["ENTRY_POINT_GROUP", "Aggregator", "AggregatorRegistry", "register"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Aggregator",
+    "AggregatorRegistry",
+    "Done",
+    "Iterative",
+    "NextRound",
+    "register",
+]
 
 log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "dsgateway.aggregators"
 Aggregator = Callable[[Mapping[int, Any], Mapping[str, Any]], Any]
 
+
+@dataclass(frozen=True)
+class NextRound:
+    """Run the nodes again: with the task's parameters updated by `parameters`."""
+
+    parameters: dict[str, Any]
+    state: Any = None
+
+
+@dataclass(frozen=True)
+class Done:
+    """The task's result."""
+
+    result: Any = field(default=None)
+
+
+class Iterative(Protocol):
+    def step(
+        self, results: Mapping[int, Any], parameters: Mapping[str, Any], state: Any, round: int
+    ) -> NextRound | Done: ...
+
+
 # Modules in AGGREGATOR_MODULES register here when imported.
-_PENDING: dict[str, Aggregator] = {}
+_PENDING: dict[str, Aggregator | Iterative] = {}
 
 
 def register(name: str) -> Callable[[Aggregator], Aggregator]:
@@ -59,17 +97,32 @@ def _count(results: Mapping[int, Any], _params: Mapping[str, Any]) -> Any:
     return len(results)
 
 
-BUILTINS: dict[str, Aggregator] = {
+class _Lazy:
+    """An iterative algorithm imported on first use: the coordinator starts without
+    numpy/pandas loaded, and a missing `algorithms` package only fails its own tasks."""
+
+    def __init__(self, target: str):
+        self.target = target
+
+    def step(self, results, parameters, state, round):
+        module, _, name = self.target.partition(":")
+        return getattr(importlib.import_module(module), name).step(
+            results, parameters, state, round
+        )
+
+
+BUILTINS: dict[str, Aggregator | Iterative] = {
     "noop": _node_results,
     "echo": _node_results,
     "sum": _sum,
     "count": _count,
+    "glm": _Lazy("algorithms.glm_task:CENTRAL"),
 }
 
 
 class AggregatorRegistry:
-    def __init__(self, functions: Mapping[str, Aggregator] | None = None):
-        self._functions: dict[str, Aggregator] = dict(functions or {})
+    def __init__(self, functions: Mapping[str, Aggregator | Iterative] | None = None):
+        self._functions: dict[str, Aggregator | Iterative] = dict(functions or {})
 
     @classmethod
     def default(cls) -> AggregatorRegistry:
@@ -81,9 +134,9 @@ class AggregatorRegistry:
                 log.exception("aggregator entry point %s could not be loaded", ep.name)
         return registry
 
-    def add(self, name: str, fn: Aggregator) -> None:
-        if not callable(fn):
-            raise TypeError(f"aggregator {name!r} is not callable")
+    def add(self, name: str, fn: Aggregator | Iterative) -> None:
+        if not callable(fn) and not callable(getattr(fn, "step", None)):
+            raise TypeError(f"aggregator {name!r} is neither callable nor has a step method")
         self._functions[name] = fn
 
     def load_module(self, module: str) -> None:
@@ -94,8 +147,28 @@ class AggregatorRegistry:
     def names(self) -> list[str]:
         return sorted(self._functions)
 
-    def get(self, name: str) -> Aggregator:
+    def get(self, name: str) -> Aggregator | Iterative:
         return self._functions.get(name, _node_results)
+
+    def is_iterative(self, name: str) -> bool:
+        return callable(getattr(self.get(name), "step", None))
 
     def combine(self, name: str, results: Mapping[int, Any], params: Mapping[str, Any]) -> Any:
         return self.get(name)(results, params)
+
+    def step(
+        self,
+        name: str,
+        results: Mapping[int, Any],
+        params: Mapping[str, Any],
+        state: Any,
+        round: int,
+    ) -> NextRound | Done:
+        """One round's central step; a single-round aggregator is done at once."""
+        fn = self.get(name)
+        if not callable(getattr(fn, "step", None)):
+            return Done(fn(results, params))
+        outcome = fn.step(results, params, state, round)
+        if not isinstance(outcome, NextRound | Done):
+            raise TypeError(f"{name}: step must return NextRound or Done, not {outcome!r}")
+        return outcome

@@ -63,6 +63,8 @@ DEFAULTS: dict[str, Any] = {
     "WORK_NOTIFIER": "auto",
     "REDIS_URL": None,
     "LOG_EXCERPT_CHARS": 10000,
+    # A node result larger than this (as JSON) fails its run: a second disclosure check.
+    "MAX_RESULT_BYTES": 1024 * 1024,
     "MAX_CONTENT_LENGTH": 16 * 1024 * 1024,
     # Extra modules that register central aggregation functions when imported.
     "AGGREGATOR_MODULES": [],

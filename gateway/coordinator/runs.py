@@ -183,8 +183,11 @@ def release_runs(
 
 
 def all_runs_final(s: Session, task: Task) -> bool:
+    """Every run of the task's current round is final (earlier rounds are, always)."""
     statuses: Sequence[str] = (
-        s.execute(select(Run.status).where(Run.task_id == task.id)).scalars().all()
+        s.execute(select(Run.status).where(Run.task_id == task.id, Run.round == task.round))
+        .scalars()
+        .all()
     )
     return len(statuses) >= len(task.target_node_ids or []) and all(
         st in RUN_FINAL for st in statuses

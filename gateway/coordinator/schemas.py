@@ -263,6 +263,7 @@ class RunOut(Schema):
     id = fields.Int(required=True)
     task_id = fields.Int(required=True)
     node_id = fields.Int(required=True)
+    round = fields.Int(metadata={"description": "The round of an iterative task (0 first)."})
     status = fields.Str(required=True, validate=validate.OneOf(RUN_STATUSES))
     attempts = fields.Int()
     created_at = fields.DateTime()
@@ -287,6 +288,7 @@ class TaskOut(Schema):
     dispatched_at = fields.DateTime(allow_none=True)
     finished_at = fields.DateTime(allow_none=True)
     deadline = fields.DateTime()
+    round = fields.Int(metadata={"description": "The round running now (0 first)."})
     runs = fields.Method("_run_counts", metadata={"description": "Runs per status."})
 
     def _run_counts(self, task) -> dict[str, int]:
@@ -354,7 +356,10 @@ class WorkItem(Schema):
     task_id = fields.Int(required=True)
     collaboration_id = fields.Int(required=True)
     algorithm = fields.Str(required=True)
-    parameters = fields.Dict()
+    parameters = fields.Dict(
+        metadata={"description": "The task's parameters with this round's node parameters."}
+    )
+    round = fields.Int(metadata={"description": "The round of an iterative task (0 first)."})
     user = fields.Str(
         allow_none=True,
         metadata={"description": "The researcher who created the task (for node policy)."},

@@ -4,9 +4,12 @@ after a worker died, the sweep catching up) changes nothing the second time:
 
 - `dispatch(task_id)`: one run per target node (the unique (task, node) constraint
   makes a second insert fail, not duplicate), task -> running, wake the nodes' polls.
-- `finalize(task_id)`: when every run is final, combine the node results with the
-  algorithm's aggregation function into the task's one result (unique per task) and
-  mark the task completed, or failed with the reasons of the runs that failed.
+- `finalize(task_id)`: when every run of the task's current round is final, combine
+  the node results with the algorithm's aggregation function into the task's one
+  result (unique per task) and mark the task completed, or failed with the reasons of
+  the runs that failed. An iterative algorithm may instead ask for another round: the
+  task's round number moves on by a conditional update (one caller wins) and the new
+  round's runs are inserted in the same transaction (unique per (task, node, round)).
 - `sweep()`: periodic. Expires runs past their task's deadline, gives runs whose agent
   went silent back to pending (or fails them after RUN_MAX_ATTEMPTS), dispatches tasks
   whose dispatch message was lost, finalizes tasks whose finalize message was lost.
@@ -14,6 +17,7 @@ after a worker died, the sweep catching up) changes nothing the second time:
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import timedelta
 from typing import Any
@@ -24,6 +28,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from gateway.coordinator import db
+from gateway.coordinator.aggregation import NextRound
 from gateway.coordinator.models import (
     TASK_FINAL,
     AuditEvent,
@@ -65,15 +70,18 @@ def _audit(s, action: str, task: Task, outcome: str = "ok", **detail: Any) -> No
 
 
 def dispatch_task(task_id: int) -> list[int]:
-    """Create the missing runs; returns the node ids notified."""
+    """Create the missing runs of the first round; returns the node ids notified. (The
+    runs of later rounds are made with the round, in `_advance`'s transaction.)"""
     s = db.session()
-    task = s.get(Task, task_id)
-    if task is None or task.status in TASK_FINAL:
+    task = s.get(Task, task_id, populate_existing=True)
+    if task is None or task.status in TASK_FINAL or task.round != 0:
         return []
-    have = set(s.execute(select(Run.node_id).where(Run.task_id == task_id)).scalars())
+    have = set(
+        s.execute(select(Run.node_id).where(Run.task_id == task_id, Run.round == 0)).scalars()
+    )
     missing = [n for n in task.target_node_ids if n not in have]
     for node_id in missing:
-        s.add(Run(task_id=task_id, node_id=node_id, status="pending"))
+        s.add(Run(task_id=task_id, node_id=node_id, round=0, status="pending"))
     if task.status == "pending":
         task.status = "running"
         task.dispatched_at = utcnow()
@@ -107,18 +115,31 @@ def _failure_reason(runs: list[Run], names: dict[int, str]) -> str:
 
 
 def finalize_task(task_id: int) -> str | None:
-    """Returns the task's final status if this call finalized it, else None."""
+    """When every run of the task's current round is in: the central step. Returns the
+    task's final status, or "round N" when it started round N, if this call did it;
+    None if there was nothing to do or another call got there first."""
     s = db.session()
-    task = s.get(Task, task_id)
+    task = s.get(Task, task_id, populate_existing=True)
     if task is None or task.status in TASK_FINAL or not all_runs_final(s, task):
         return None
-    runs = s.execute(select(Run).where(Run.task_id == task_id)).scalars().all()
+    current = task.round
+    runs = (
+        s.execute(select(Run).where(Run.task_id == task_id, Run.round == current)).scalars().all()
+    )
     value: Any = None
     if all(r.status == "completed" for r in runs):
         try:
-            value = _services().aggregators.combine(
-                task.algorithm, {r.node_id: r.result for r in runs}, task.parameters
+            outcome = _services().aggregators.step(
+                task.algorithm,
+                {r.node_id: r.result for r in runs},
+                task.parameters,
+                task.state,
+                current,
             )
+            if isinstance(outcome, NextRound):
+                json.dumps([outcome.parameters, outcome.state])  # fail here, not in the DB
+                return _advance(s, task, current, outcome)
+            value = outcome.result
             status, message = "completed", ""
         except Exception as err:
             log.exception("aggregation of task %s failed", task_id)
@@ -130,9 +151,11 @@ def finalize_task(task_id: int) -> str | None:
             ).all()
         )
         status, message = "failed", _failure_reason(list(runs), names)
+        if current:
+            message = f"Round {current}: {message}"[:4000]
     changed = s.execute(
         update(Task)
-        .where(Task.id == task_id, Task.status.in_(("pending", "running")))
+        .where(Task.id == task_id, Task.status.in_(("pending", "running")), Task.round == current)
         .values(status=status, message=message, finished_at=utcnow())
         .execution_options(synchronize_session=False)
     )
@@ -151,6 +174,40 @@ def finalize_task(task_id: int) -> str | None:
     return status
 
 
+def _advance(s, task: Task, current: int, outcome: NextRound) -> str | None:
+    """Start round `current + 1`: the conditional update on the round number lets one
+    caller through, and the unique (task, node, round) constraint stops a second set
+    of runs whatever happens."""
+    nxt = current + 1
+    changed = s.execute(
+        update(Task)
+        .where(Task.id == task.id, Task.status == "running", Task.round == current)
+        .values(round=nxt, state=outcome.state)
+        .execution_options(synchronize_session=False)
+    )
+    if changed.rowcount != 1:
+        s.rollback()
+        return None
+    for node_id in task.target_node_ids:
+        s.add(
+            Run(
+                task_id=task.id,
+                node_id=node_id,
+                round=nxt,
+                parameters=outcome.parameters,
+                status="pending",
+            )
+        )
+    _audit(s, "task.round", task, round=nxt)
+    try:
+        s.commit()
+    except IntegrityError:
+        s.rollback()
+        return None
+    _services().notifier.notify(list(task.target_node_ids))
+    return f"round {nxt}"
+
+
 @shared_task(name="gateway.coordinator.tasks.finalize", acks_late=True)
 def finalize(task_id: int) -> None:
     finalize_task(task_id)
@@ -163,7 +220,14 @@ def sweep_once() -> dict[str, int]:
     s = db.session()
     cfg = current_app.config
     now = utcnow()
-    counts = {"expired": 0, "requeued": 0, "lost": 0, "dispatched": 0, "finalized": 0}
+    counts = {
+        "expired": 0,
+        "requeued": 0,
+        "lost": 0,
+        "dispatched": 0,
+        "finalized": 0,
+        "advanced": 0,
+    }
     touched: set[int] = set()
 
     # Runs of tasks past their deadline.
@@ -229,8 +293,9 @@ def sweep_once() -> dict[str, int]:
     # Running tasks with every run in: finalize (covers lost finalize messages too).
     running = s.execute(select(Task.id).where(Task.status == "running")).scalars().all()
     for task_id in set(running) | touched:
-        if finalize_task(task_id):
-            counts["finalized"] += 1
+        done = finalize_task(task_id)
+        if done:
+            counts["advanced" if done.startswith("round") else "finalized"] += 1
     return counts
 
 

@@ -7,6 +7,7 @@ runs: another node's run is answered as not found.
 
 from __future__ import annotations
 
+import json
 import time
 
 from flask import Blueprint, current_app
@@ -47,7 +48,9 @@ def _work_item(run: Run) -> dict:
         "task_id": task.id,
         "collaboration_id": task.collaboration_id,
         "algorithm": task.algorithm,
-        "parameters": task.parameters,
+        # A later round's node parameters (e.g. the current coefficients) update the task's.
+        "parameters": {**(task.parameters or {}), **(run.parameters or {})},
+        "round": run.round,
         "user": task.creator.username if task.creator else None,
         "attempt": run.attempts,
         "deadline": task.deadline,
@@ -116,17 +119,18 @@ def post_result(run_id, body):
     run = s.get(Run, run_id)
     if run is None or run.node_id != node.id:
         raise NotFound("No such run.")
+    wanted, result, message = _size_checked(body)
     stored, status = finish_run(
         s,
         run,
-        body["status"],
-        body["result"],
+        wanted,
+        result,
         body["log"],
-        body["message"],
+        message,
         int(current_app.config["LOG_EXCERPT_CHARS"]),
     )
     if not stored:
-        same = status == body["status"] and (status != "completed" or run.result == body["result"])
+        same = status == wanted and (status != "completed" or run.result == result)
         if same:
             db.commit()
             return {"run_id": run.id, "status": status, "duplicate": True}
@@ -144,6 +148,23 @@ def post_result(run_id, body):
     if finished:
         queue("finalize", task.id)
     return {"run_id": run.id, "status": status, "duplicate": False}
+
+
+def _size_checked(body: dict) -> tuple[str, object, str]:
+    """The coordinator's own check on what a node releases: a result over
+    MAX_RESULT_BYTES (as compact JSON) is not stored, and its run fails saying why."""
+    limit = int(current_app.config["MAX_RESULT_BYTES"])
+    if body["status"] != "completed" or body["result"] is None:
+        return body["status"], body["result"], body["message"]
+    size = len(json.dumps(body["result"], separators=(",", ":")).encode())
+    if size <= limit:
+        return body["status"], body["result"], body["message"]
+    return (
+        "failed",
+        None,
+        f"The node's result is {size} bytes, over the coordinator's limit of {limit} "
+        "(MAX_RESULT_BYTES); it was not stored.",
+    )
 
 
 @bp.post("/node/heartbeat")
