@@ -32,6 +32,10 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 __all__ = [
+    "IMAGE_DECISIONS",
+    "IMAGE_DECISION_STATUSES",
+    "IMAGE_PHASES",
+    "IMAGE_STATES",
     "ROLE_NAMES",
     "RUN_FINAL",
     "RUN_STATUSES",
@@ -40,7 +44,10 @@ __all__ = [
     "AuditEvent",
     "Base",
     "Collaboration",
+    "ImageDecision",
+    "ImageRunPhase",
     "Node",
+    "NodeImage",
     "Organization",
     "Result",
     "Role",
@@ -51,8 +58,22 @@ __all__ = [
 ]
 
 ROLE_NAMES = ("admin", "researcher", "data_steward")
-RUN_STATUSES = ("pending", "started", "completed", "failed", "expired", "cancelled")
-RUN_FINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+# Image runs end in the last three too (docs/client-images.md); their progress while
+# `started` is the phase in ImageRunPhase.
+RUN_STATUSES = (
+    "pending",
+    "started",
+    "completed",
+    "failed",
+    "expired",
+    "cancelled",
+    "not approved",
+    "killed",
+    "timed out",
+)
+RUN_FINAL = frozenset(
+    {"completed", "failed", "expired", "cancelled", "not approved", "killed", "timed out"}
+)
 TASK_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
 TASK_FINAL = frozenset({"completed", "failed", "cancelled"})
 
@@ -288,3 +309,77 @@ class AuditEvent(Base):
     target_id: Mapped[int | None] = mapped_column()
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
     remote: Mapped[str] = mapped_column(String(64), default="")
+
+
+# ------------------------------------------------------------------ client images
+# (docs/client-images.md). The nodes' approval stores are the authority; these tables
+# are what the coordinator was told (NodeImage), what it was asked to deliver
+# (ImageDecision) and how far an image run has come (ImageRunPhase).
+
+IMAGE_STATES = ("approved", "rejected", "revoked", "pending")
+IMAGE_DECISIONS = ("approve", "reject", "revoke")
+IMAGE_DECISION_STATUSES = ("queued", "applied", "refused")
+IMAGE_PHASES = ("pulling", "starting", "running")
+
+
+class NodeImage(Base):
+    """A node's word on one image digest, as its agent last mirrored it."""
+
+    __tablename__ = "node_images"
+    __table_args__ = (
+        UniqueConstraint("node_id", "digest"),
+        CheckConstraint(_in("state", IMAGE_STATES), name="state"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"))
+    digest: Mapped[str] = mapped_column(String(71), index=True)
+    state: Mapped[str] = mapped_column(String(16))
+    image: Mapped[str | None] = mapped_column(String(512))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    decided_by: Mapped[str] = mapped_column(String(128), default="")
+    decided_at: Mapped[datetime | None] = mapped_column()
+    # Collaboration ids an approval covers; None: any.
+    collaborations: Mapped[list[Any] | None] = mapped_column(JSON)
+    requested_by: Mapped[str | None] = mapped_column(String(128))
+    requested_collaboration_id: Mapped[int | None] = mapped_column()
+    labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    node: Mapped[Node] = relationship()
+
+
+class ImageDecision(Base):
+    """A steward's decision made at the coordinator, waiting for (or taken by) the node."""
+
+    __tablename__ = "image_decisions"
+    __table_args__ = (
+        CheckConstraint(_in("decision", IMAGE_DECISIONS), name="decision"),
+        CheckConstraint(_in("status", IMAGE_DECISION_STATUSES), name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"), index=True)
+    digest: Mapped[str] = mapped_column(String(71))
+    decision: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    image: Mapped[str | None] = mapped_column(String(512))
+    collaborations: Mapped[list[Any] | None] = mapped_column(JSON)
+    requested_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    requested_by: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    message: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    applied_at: Mapped[datetime | None] = mapped_column()
+
+
+class ImageRunPhase(Base):
+    """Where a started image run is (pulling, starting, running), as its node reports."""
+
+    __tablename__ = "image_run_phases"
+    __table_args__ = (CheckConstraint(_in("phase", IMAGE_PHASES), name="phase"),)
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    phase: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
