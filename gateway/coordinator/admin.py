@@ -15,11 +15,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gateway.coordinator.errors import BadRequest, Conflict, NotFound
-from gateway.coordinator.models import Collaboration, Node, Organization, Role, User
+from gateway.coordinator.models import Collaboration, Node, Organization, Role, Run, User
 from gateway.coordinator.security import API_KEY_PREFIX_LEN, hash_api_key, new_api_key
 
 __all__ = [
     "check_member_removal",
+    "check_node_removal",
     "check_role_scope",
     "find_role",
     "new_node",
@@ -86,3 +87,13 @@ def check_member_removal(s: Session, collab: Collaboration, org_id: int) -> Orga
     if has_node:
         raise Conflict("The organisation has a node in this collaboration: delete it first.")
     return org
+
+
+def check_node_removal(s: Session, node: Node) -> None:
+    """A node with runs stays: its runs and results are the history of tasks."""
+    runs = s.execute(select(Run.id).where(Run.node_id == node.id)).first()
+    if runs:
+        raise Conflict(
+            f"Node {node.name!r} has task runs and cannot be removed; rotate its API key "
+            "to lock its agent out."
+        )

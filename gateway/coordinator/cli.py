@@ -1,5 +1,7 @@
 """`dsgateway coordinator ...`: serve the API, run a Celery worker, migrate the
-database, make the first administrator, make a relay signing key.
+database, make the first administrator, make a relay signing key; and the operator's
+administration of organisations, users, collaborations, nodes and tokens
+(cli_admin.py, cli_nodes.py).
 
 Settings come from the usual layers (DSGATEWAY_COORDINATOR_CONFIG, DSGATEWAY_COORD_*);
 see docs/coordinator.md.
@@ -12,6 +14,8 @@ import sys
 
 import click
 
+from gateway.coordinator.cli_admin import collaborations, organizations, users
+from gateway.coordinator.cli_nodes import nodes, tokens
 from gateway.coordinator.relay.serve import relay_command
 
 __all__ = ["coordinator"]
@@ -209,6 +213,10 @@ def relay_key(path: str) -> None:
 
 # `dsgateway coordinator relay`: the API and the relay listener (docs/relay.md).
 coordinator.add_command(relay_command)
+
+# The operator's administration (cli_admin.py, cli_nodes.py; docs/coordinator.md).
+for _group in (organizations, users, collaborations, nodes, tokens):
+    coordinator.add_command(_group)
 
 
 if __name__ == "__main__":  # python -m gateway.coordinator.cli ...

@@ -125,6 +125,7 @@ def delete_node(node_id):
     node = visible_node(node_id)
     if not current_user().administers(node.collaboration):
         raise Forbidden("Only an admin of this collaboration may remove nodes.")
+    admin.check_node_removal(db.session(), node)
     audit.record("node.delete", node, detail={"name": node.name})
     db.session().delete(node)
     db.commit()
