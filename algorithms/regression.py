@@ -105,6 +105,41 @@ class GLMResult:
     def __str__(self) -> str:
         return self.summary()
 
+    def to_dict(self) -> dict:
+        """As JSON: tables as {row: {column: value}} in row order (the result of a
+        `glm` coordinator task has this shape; `from_dict` reads it back)."""
+        out = {k: getattr(self, k) for k in _SCALARS}
+        for key in ("coefficients", "cov_params", "per_node"):
+            out[key] = getattr(self, key).to_dict(orient="index")
+        out["notes"] = list(self.notes)
+        return out
+
+    @classmethod
+    def from_dict(cls, value: dict) -> GLMResult:
+        tables = {
+            key: pd.DataFrame.from_dict(value[key], orient="index")
+            for key in ("coefficients", "cov_params", "per_node")
+        }
+        tables["per_node"].index.name = "node"
+        return cls(**{k: value[k] for k in _SCALARS}, **tables, notes=list(value["notes"]))
+
+
+_SCALARS = (
+    "formula",
+    "family",
+    "link",
+    "deviance",
+    "df_residual",
+    "dispersion",
+    "aic",
+    "iterations",
+    "converged",
+    "nobs",
+    "n_valid",
+    "n_missing",
+    "n_total",
+)
+
 
 def _p(value: float) -> str:
     return "< 2e-16" if value < 2e-16 else f"{value:.3g}"
@@ -139,13 +174,9 @@ def glm(
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {', '.join(FAMILIES)}, not {family!r}")
     f = rx.formula(formula)
-    fam = rx.string(family)
-    data_arg = rx.string(rx.name(data, "data")) if data else rx.NULL
-    w_arg = rx.string(rx.name(weights, "weights")) if weights else rx.NULL
-    o_arg = rx.string(rx.name(offset, "offset")) if offset else rx.NULL
 
-    setup = _calls.aggregate(session, rx.call("glmDS1", f, fam, w_arg, o_arg, data_arg), nodes)
-    names = _check_setup(setup)
+    setup = _calls.aggregate(session, setup_expression(f, family, data, weights, offset), nodes)
+    names = check_setup(setup)
     p = len(names)
 
     beta = np.zeros(p)
@@ -154,38 +185,145 @@ def glm(
     iterations = 0
     while iterations < maxit:
         iterations += 1
-        expr = rx.call("glmDS2", f, fam, rx.number_list(beta), o_arg, w_arg, data_arg)
-        step = _calls.aggregate(session, expr, nodes)
-        _check_step(step)
-        info = sum(rv.matrix(v["info.matrix"], p, p) for v in step.values())
-        score = sum(rv.numbers(v["score.vect"]) for v in step.values())
-        deviance = sum(rv.number(v["dev"]) for v in step.values())
-        try:
-            vcov = np.linalg.inv(info)
-        except np.linalg.LinAlgError as error:
-            raise DataSHIELDError(
-                "the information matrix is singular: the model's columns are collinear "
-                "over the pooled data"
-            ) from error
-        beta = beta + np.linalg.solve(info, score)
-        if abs(deviance - dev_old) / (abs(deviance) + 0.1) <= epsilon:
+        expr = step_expression(f, family, beta, data, weights, offset)
+        step = {
+            n: node_contribution(v)
+            for n, v in check_step(_calls.aggregate(session, expr, nodes)).items()
+        }
+        beta, vcov, deviance = irls_update(beta, step.values())
+        if has_converged(deviance, dev_old, epsilon):
             converged = True
             break
         dev_old = deviance
 
+    notes: list[str] = []
+    nobs = sum(v["nobs"] for v in step.values())
+    aic = closed_form_aic(family, deviance, nobs, p, weights, notes)
+    if family == "poisson":
+        try:
+            saturated = _poisson_saturated(session, f, names, nodes, nobs, data, weights)
+            aic = deviance - 2 * saturated + 2 * p
+        except (DataSHIELDError, ValueError) as error:
+            notes.append(f"AIC not available: {error}")
+    return fit_result(
+        f, family, names, beta, vcov, deviance, iterations, converged, step, aic, notes
+    )
+
+
+# ------------------------------------------------------------------------------ shared steps
+# One implementation for both ways of fitting: `glm` above, over a DataSHIELD session,
+# and the coordinator task (`algorithms.glm_task`), whose node step runs the same
+# expressions on the node's own gateway and whose central step does the same update.
+
+
+def setup_expression(
+    f: str, family: str, data: str | None, weights: str | None, offset: str | None
+) -> str:
+    """The ``glmDS1`` call: checks the model against the node's data (disclosure traps)."""
+    return rx.call(
+        "glmDS1",
+        f,
+        rx.string(family),
+        rx.string(rx.name(weights, "weights")) if weights else rx.NULL,
+        rx.string(rx.name(offset, "offset")) if offset else rx.NULL,
+        rx.string(rx.name(data, "data")) if data else rx.NULL,
+    )
+
+
+def step_expression(
+    f: str,
+    family: str,
+    beta: Sequence[float] | np.ndarray,
+    data: str | None,
+    weights: str | None,
+    offset: str | None,
+) -> str:
+    """The ``glmDS2`` call: a node's X'WX, score and deviance at coefficients ``beta``."""
+    return rx.call(
+        "glmDS2",
+        f,
+        rx.string(family),
+        rx.number_list(list(beta)),
+        rx.string(rx.name(offset, "offset")) if offset else rx.NULL,
+        rx.string(rx.name(weights, "weights")) if weights else rx.NULL,
+        rx.string(rx.name(data, "data")) if data else rx.NULL,
+    )
+
+
+def node_contribution(v: dict) -> dict:
+    """One node's ``glmDS2`` answer as plain JSON numbers (what a task run returns)."""
+    score = [float(x) for x in rv.numbers(v["score.vect"])]
+    p = len(score)
+    return {
+        "info": rv.matrix(v["info.matrix"], p, p).tolist(),
+        "score": score,
+        "deviance": rv.number(v["dev"]),
+        "nobs": rv.integer(v["numsubs"]),
+        "n_valid": rv.integer(v["Nvalid"]),
+        "n_missing": rv.integer(v["Nmissing"]),
+        "n_total": rv.integer(v["Ntotal"]),
+    }
+
+
+def irls_update(beta: np.ndarray, contributions) -> tuple[np.ndarray, np.ndarray, float]:
+    """Fisher scoring over the nodes' sums: (new beta, (X'WX)^-1 at ``beta``, deviance)."""
+    contributions = list(contributions)
+    info = sum(np.asarray(c["info"], dtype=float) for c in contributions)
+    score = sum(np.asarray(c["score"], dtype=float) for c in contributions)
+    deviance = float(sum(c["deviance"] for c in contributions))
+    try:
+        vcov = np.linalg.inv(info)
+    except np.linalg.LinAlgError as error:
+        raise DataSHIELDError(
+            "the information matrix is singular: the model's columns are collinear "
+            "over the pooled data"
+        ) from error
+    return np.asarray(beta, dtype=float) + np.linalg.solve(info, score), vcov, deviance
+
+
+def has_converged(deviance: float, dev_old: float | None, epsilon: float) -> bool:
+    """R's glm criterion: the deviance changed by less than ``epsilon`` relative."""
+    if dev_old is None or math.isinf(dev_old):
+        return False
+    return abs(deviance - dev_old) / (abs(deviance) + 0.1) <= epsilon
+
+
+def closed_form_aic(family, deviance, nobs, p, weights, notes) -> float | None:
+    """AIC from the deviance and n alone: gaussian (without weights) and binomial.
+    Poisson needs the nodes' saturated log-likelihood (`_poisson_saturated`)."""
+    if family == "gaussian":
+        if weights:
+            notes.append("AIC needs sum(log(weights)), which no node releases: not reported")
+            return None
+        return nobs * (math.log(2 * math.pi * deviance / nobs) + 1) + 2 + 2 * p
+    if family == "binomial":
+        return deviance + 2 * p
+    return None
+
+
+def fit_result(
+    f: str,
+    family: str,
+    names: list[str],
+    beta: np.ndarray,
+    vcov: np.ndarray,
+    deviance: float,
+    iterations: int,
+    converged: bool,
+    per_node_sums: dict,
+    aic: float | None,
+    notes: list[str],
+) -> GLMResult:
+    """The summary table from the final coefficients, as R's ``summary(glm)``."""
     per_node = pd.DataFrame.from_dict(
         {
-            node: {
-                "nobs": rv.integer(v["numsubs"]),
-                "n_valid": rv.integer(v["Nvalid"]),
-                "n_missing": rv.integer(v["Nmissing"]),
-                "n_total": rv.integer(v["Ntotal"]),
-            }
-            for node, v in step.items()
+            str(node): {k: c[k] for k in ("nobs", "n_valid", "n_missing", "n_total")}
+            for node, c in per_node_sums.items()
         },
         orient="index",
     )
     per_node.index.name = "node"
+    p = len(names)
     nobs = int(per_node["nobs"].sum())
     df_residual = nobs - p
     dispersion = deviance / df_residual if family == "gaussian" and df_residual > 0 else 1.0
@@ -200,8 +338,6 @@ def glm(
     coefficients = pd.DataFrame(
         {"Estimate": beta, "Std. Error": se, stat_name: stat, p_name: pvalues}, index=names
     )
-    notes: list[str] = []
-    aic = _aic(session, family, f, names, nodes, deviance, nobs, data, weights, notes)
     return GLMResult(
         formula=f,
         family=family,
@@ -223,7 +359,8 @@ def glm(
     )
 
 
-def _check_setup(setup: dict) -> list[str]:
+def check_setup(setup: dict) -> list[str]:
+    """The coefficient names, or `NodeError` naming each node that refused and why."""
     problems = {}
     for node, v in setup.items():
         message = rv.text(v.get("errorMessage"))
@@ -260,7 +397,8 @@ def _setup_problem(v: dict, message: str | None) -> str:
     return f"{text} ({'; '.join(reasons)})" if reasons else text
 
 
-def _check_step(step: dict) -> None:
+def check_step(step: dict) -> dict:
+    """``step`` itself, or `NodeError` for nodes that saw a disclosure risk."""
     risky = {
         node: "; ".join(s for s in rv.strings(v.get("errorMessage2")) if s)
         for node, v in step.items()
@@ -268,32 +406,10 @@ def _check_step(step: dict) -> None:
     }
     if risky:
         raise NodeError(risky, "glmDS2")
+    return step
 
 
 # ------------------------------------------------------------------------------ AIC
-
-
-def _aic(session, family, f, names, nodes, deviance, nobs, data, weights, notes):
-    """AIC as R's glm reports it, from what the nodes release.
-
-    gaussian: from the deviance and n (without weights: R's needs sum(log(w)));
-    binomial (0/1 responses; integer weights): the deviance + 2p; poisson: needs the
-    saturated log-likelihood sum(w (y log y - y - log y!)), which `_poisson_saturated`
-    asks the nodes for."""
-    p = len(names)
-    if family == "gaussian":
-        if weights:
-            notes.append("AIC needs sum(log(weights)), which no node releases: not reported")
-            return None
-        return nobs * (math.log(2 * math.pi * deviance / nobs) + 1) + 2 + 2 * p
-    if family == "binomial":
-        return deviance + 2 * p
-    try:
-        saturated = _poisson_saturated(session, f, names, nodes, nobs, data, weights)
-    except (DataSHIELDError, ValueError) as error:
-        notes.append(f"AIC not available: {error}")
-        return None
-    return deviance - 2 * saturated + 2 * p
 
 
 def _op(a: str, op: str, b: str) -> str:
@@ -348,7 +464,7 @@ def _poisson_saturated(session, f, names, nodes, nobs, data, weights) -> float:
         zeros = rx.number_list([0.0] * len(names))
         expr = rx.call("glmDS2", aux, rx.string("gaussian"), zeros, rx.NULL, w_arg, data_arg)
         step = _calls.aggregate(session, expr, nodes)
-        _check_step(step)
+        check_step(step)
         used = sum(rv.integer(v["numsubs"]) for v in step.values())
         if used != nobs:
             raise ValueError("the offset has missing values where the model's variables do not")

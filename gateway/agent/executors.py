@@ -13,6 +13,7 @@ Node algorithms are functions `fn(context, parameters) -> JSON value`; built in:
   (`{"table": "demo/cohort/patients", "symbol": "D", "variables": [...],
   "assign": [{"symbol": "x", "expr": "..."}], "expressions": ["meanDS(D$age)"]}`),
   answering `{"results": [<JSON of each aggregate>]}`;
+- `glm`: one round of the federated GLM (`algorithms.glm_task.node_step`);
 - `noop` (None) and `echo` (the parameters), which never start R.
 """
 
@@ -136,8 +137,34 @@ def _aggregate(ctx: RunContext, params: dict) -> Any:
     return {"results": results}
 
 
+def _glm(ctx: RunContext, params: dict) -> Any:
+    """One round of the federated GLM (`algorithms.glm_task`): the disclosure checks
+    are the gateway's own (glmDS1/glmDS2 and the session's settings)."""
+    from algorithms.errors import DataSHIELDError
+    from algorithms.glm_task import node_step
+
+    s = ctx.session
+
+    def load(symbol: str, table: str, variables: list[str] | None) -> None:
+        ctx.command(
+            "load",
+            f"{symbol} <- {table}",
+            lambda: s.assign_table(symbol, table, variables, wait=True),
+        )
+
+    def aggregate(expr: str) -> Any:
+        text = ctx.command("aggregate", expr, lambda: s.aggregate(expr, fmt="json", wait=True))
+        return json.loads(text) if text else None
+
+    try:
+        return node_step(load, aggregate, params)
+    except (DataSHIELDError, ValueError) as err:
+        raise RunFailed(f"glm: {err}") from err
+
+
 ALGORITHMS: dict[str, Callable[[RunContext, dict], Any]] = {
     "aggregate": _aggregate,
+    "glm": _glm,
     "noop": lambda _ctx, _params: None,
     "echo": lambda _ctx, params: params,
 }

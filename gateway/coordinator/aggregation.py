@@ -104,11 +104,15 @@ class _Lazy:
     def __init__(self, target: str):
         self.target = target
 
-    def step(self, results, parameters, state, round):
+    def _target(self):
         module, _, name = self.target.partition(":")
-        return getattr(importlib.import_module(module), name).step(
-            results, parameters, state, round
-        )
+        return getattr(importlib.import_module(module), name)
+
+    def step(self, results, parameters, state, round):
+        return self._target().step(results, parameters, state, round)
+
+    def validate(self, parameters):
+        return self._target().validate(parameters)
 
 
 BUILTINS: dict[str, Aggregator | Iterative] = {
@@ -149,6 +153,11 @@ class AggregatorRegistry:
 
     def get(self, name: str) -> Aggregator | Iterative:
         return self._functions.get(name, _node_results)
+
+    def validate(self, name: str, params: Mapping[str, Any]) -> dict[str, list[str]]:
+        """Field errors of a task's parameters, if the algorithm checks them ({}: fine)."""
+        check = getattr(self.get(name), "validate", None)
+        return check(params) if callable(check) else {}
 
     def is_iterative(self, name: str) -> bool:
         return callable(getattr(self.get(name), "step", None))

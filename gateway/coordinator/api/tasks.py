@@ -55,12 +55,19 @@ def list_tasks(query):
     summary="Create a task (researchers of the collaboration)",
 )
 def create_task(body):
+    from gateway.coordinator.app import services
     from gateway.coordinator.tasks import queue
 
     principal = current_user()
     s = db.session()
     collab = s.get(Collaboration, body["collaboration_id"])
     principal.require_in(collab, {"researcher"})
+    problems = services().aggregators.validate(body["algorithm"], body["parameters"])
+    if problems:
+        raise BadRequest(
+            f"Invalid parameters for {body['algorithm']}.",
+            errors={"parameters": problems},
+        )
     nodes = {n.id for n in collab.nodes}
     if body["node_ids"] is None:
         targets = sorted(nodes)
@@ -74,6 +81,10 @@ def create_task(body):
             )
     if not targets:
         raise BadRequest("The collaboration has no nodes to run the task on.")
+    if body["algorithm"] == "image":  # pinned by digest, as POST /image-tasks checks
+        from gateway.coordinator.api.images import checked_image_parameters
+
+        body["parameters"] = checked_image_parameters(body["parameters"])
     timeout = body["timeout"] or int(current_app.config["TASK_DEFAULT_TIMEOUT"])
     now = utcnow()
     task = Task(

@@ -1,0 +1,114 @@
+import { ApiError, get, post, query } from "../api.js";
+import { initShell, run } from "../shell.js";
+import { render, toCsv } from "../results.js";
+import { $, badge, confirmAction, download, fmtTime, h, pageError, replace, table } from "../ui.js";
+
+const id = Number(document.querySelector("main").dataset.id);
+const FINAL = new Set(["completed", "failed", "cancelled"]);
+const POLL_MS = 1500;
+
+function summary(task, collab) {
+  const item = (label, value) => [h("dt", {}, label), h("dd", {}, value)];
+  return [
+    item("Collaboration", h("a", { href: `/console/collaborations/${collab.id}` }, collab.name)),
+    item("Analysis", task.kind === "image" || task.algorithm === "image" ? `image ${task.image || task.parameters?.image || ""}` : task.algorithm),
+    item("Parameters", h("code", {}, JSON.stringify(task.parameters || {}))),
+    item("Status", badge(task.status)),
+    task.message ? item("Message", task.message) : [],
+    item("Created", fmtTime(task.created_at)),
+    item("Finished", fmtTime(task.finished_at)),
+  ].flat();
+}
+
+// A failed run shows why: the message and, on request, the end of its log.
+function why(r) {
+  const parts = [];
+  if (r.message) parts.push(h("span", {}, r.message));
+  if (r.log) {
+    parts.push(h("details", {}, h("summary", {}, "Log excerpt"), h("pre", { class: "log", tabindex: "0" }, r.log)));
+  }
+  return parts.length ? h("div", {}, parts) : "—";
+}
+
+function runsTable(runs, nodeName) {
+  return table(
+    ["Station", "Status", "Attempts", "Started", "Finished", "Message"],
+    runs.map((r) => [
+      nodeName(r.node_id),
+      badge(r.status + (r.phase && !FINAL.has(r.status) ? ` (${r.phase})` : "")),
+      String(r.attempts ?? "—"),
+      fmtTime(r.started_at),
+      fmtTime(r.finished_at),
+      why(r),
+    ]),
+  );
+}
+
+run(async () => {
+  const { me } = await initShell();
+  let task = await get(`/tasks/${id}`);
+  const [collab, nodes] = await Promise.all([
+    get(`/collaborations/${task.collaboration_id}`),
+    get(`/nodes${query({ collaboration_id: task.collaboration_id, limit: 1000 })}`),
+  ]);
+  const names = new Map(nodes.map((n) => [n.id, n.name]));
+  const nodeName = (nid) => names.get(nid) || `node ${nid}`;
+  const isImage = task.algorithm === "image";
+  document.title = `${task.name || `Task ${task.id}`} · dsgateway`;
+  $("#title").textContent = task.name || `Task ${task.id}`;
+  const cancel = $("#cancel-task");
+  cancel.addEventListener("click", async () => {
+    if (!(await confirmAction("Cancel this task? Runs not finished yet are stopped at every station.", "Cancel task"))) return;
+    try {
+      task = await post(`/tasks/${id}/cancel`);
+      await refresh();
+    } catch (err) {
+      pageError(err.message);
+    }
+  });
+
+  async function runsNow() {
+    if (isImage) {
+      try {
+        return await get(`/tasks/${id}/image-runs`);
+      } catch (err) {
+        if (!(err instanceof ApiError) || err.status !== 404) throw err;
+      }
+    }
+    return get(`/tasks/${id}/runs`);
+  }
+
+  async function showResult() {
+    let result;
+    try {
+      result = await get(`/tasks/${id}/result`);
+    } catch (err) {
+      if (err.status === 404) return;
+      throw err;
+    }
+    $("#result-section").hidden = false;
+    replace("#result", render(task, result.value, nodeName));
+    const base = `task-${id}-result`;
+    $("#download-json").onclick = () => download(`${base}.json`, JSON.stringify(result.value, null, 2), "application/json");
+    $("#download-csv").onclick = () => download(`${base}.csv`, toCsv(task, result.value), "text/csv");
+  }
+
+  async function refresh() {
+    const runs = await runsNow();
+    replace("#summary", summary(task, collab));
+    replace("#runs", runsTable(runs, nodeName));
+    cancel.hidden = FINAL.has(task.status) || task.creator_id !== me.id;
+    const counts = Object.entries(task.runs || {}).map(([s, n]) => `${n} ${s}`).join(", ");
+    $("#live").textContent = FINAL.has(task.status)
+      ? `The task is ${task.status}.`
+      : `Following the runs live (${counts || "none yet"})…`;
+  }
+
+  await refresh();
+  while (!FINAL.has(task.status)) {
+    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+    task = await get(`/tasks/${id}`);
+    await refresh();
+  }
+  if (task.status === "completed") await showResult();
+});

@@ -1,0 +1,417 @@
+"""A whole federation on one machine, every part its own process, for functional tests.
+
+    with running_stack(tmp_path, r_lib, redis=True, database_url=pg) as stack:
+        client = stack.admin_client()          # a CoordinatorClient, logged in
+        task = client.create_task(stack.collaboration, "glm", {...})
+        stack.kill_worker(); stack.start_worker()
+
+- The coordinator: `dsgateway coordinator serve` (or `python -m gateway.coordinator.relay`
+  with ``relay=True``: the API plus the relay listener at `.relay_url`).
+- Embedded mode by default (SQLite in the instance folder, the in-process Celery
+  transport). With ``redis=True`` a private `redis-server` on a free port is the broker
+  and the work notifier, and a separate `dsgateway coordinator worker --beat` process
+  runs the Celery tasks and the sweep. ``database_url`` (e.g. the session's fresh
+  PostgreSQL database) replaces SQLite; it is migrated first.
+- One `dsgateway node run` station (gateway over R + agent) per name in ``stations``,
+  each with its own example data (seed 1, 2, 3...) in `station.home / "data"`.
+- An admin user (`ADMIN_PASSWORD`) who is also researcher of the collaboration.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from tests.unit.coordinator.fixtures import TEST_RELAY_SECRET
+
+__all__ = [
+    "ADMIN_PASSWORD",
+    "ROOT",
+    "Process",
+    "Stack",
+    "Station",
+    "free_port",
+    "running_stack",
+    "until",
+]
+
+ROOT = Path(__file__).resolve().parents[2]
+ADMIN_PASSWORD = "federation-admin-pw"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def until(check, timeout: float, what: str, step: float = 0.1):
+    """Calls ``check`` until it returns something true (request errors count as not
+    yet); AssertionError after ``timeout`` seconds."""
+    end = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < end:
+        try:
+            last = check()
+        except requests.RequestException as err:
+            last = err
+        if last and not isinstance(last, Exception):
+            return last
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+class Process:
+    """A child process in its own process group (so that what it forks, e.g. Celery's
+    beat, goes with it), output appended to ``log``."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path):
+        self.args, self.env, self.log = args, env, log
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Process:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, *self.args],
+                cwd=ROOT,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def _signal(self, sig: int) -> None:
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self._signal(signal.SIGKILL)
+            self.proc.wait(timeout=20)
+        self.proc = None
+
+    def terminate(self) -> None:
+        if self.alive:
+            self._signal(signal.SIGTERM)
+
+    def stop(self) -> None:
+        if self.alive:
+            self.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill()  # whatever of the group is left
+
+
+def _cli(*args: str) -> list[str]:
+    return ["-m", "gateway.cli", *args]
+
+
+@dataclass
+class Station:
+    name: str
+    node_id: int
+    home: Path
+    process: Process
+    gateway_url: str
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+
+class Stack:
+    def __init__(
+        self,
+        work: Path,
+        r_lib: str,
+        *,
+        stations: Sequence[str] = ("node-a", "node-b", "node-c"),
+        algorithms: Sequence[str] = ("aggregate",),
+        redis: bool = False,
+        database_url: str | None = None,
+        relay: bool = False,
+        settings: dict | None = None,
+    ):
+        self.work = work
+        self.r_lib = r_lib
+        self.station_names = list(stations)
+        self.algorithms = list(algorithms)
+        self.url = f"http://127.0.0.1:{free_port()}"
+        self.relay_url = f"http://127.0.0.1:{free_port()}" if relay else None
+        coordinator: dict = {
+            "INSTANCE_PATH": str(work / "coordinator"),
+            "PORT": self.url.rsplit(":", 1)[1],
+            "PASSWORD_HASH_METHOD": "scrypt:1024:8:1",
+            "RELAY_SECRET": TEST_RELAY_SECRET,
+            "SWEEP_INTERVAL": 1,
+            "REDISPATCH_AFTER": 1,
+            "RUN_LEASE": 60,
+        }
+        if relay:
+            coordinator["RELAY_PORT"] = self.relay_url.rsplit(":", 1)[1]
+        if database_url:
+            coordinator["DATABASE_URL"] = database_url
+        self.redis_port = free_port() if redis else None
+        if redis:
+            if shutil.which("redis-server") is None:
+                pytest.fail("redis-server is not installed: run scripts/ensure-services.sh")
+            broker = f"redis://127.0.0.1:{self.redis_port}/0"
+            coordinator.update(
+                CELERY_BROKER_URL=broker,
+                CELERY_RESULT_BACKEND=broker,
+                CELERY_QUEUE=f"dsgw-test-{uuid.uuid4().hex[:8]}",
+                WORK_NOTIFIER="redis",
+                REDIS_URL=broker,
+            )
+        coordinator.update(settings or {})
+        self.env = {**os.environ, "DSGATEWAY_R_LIB": r_lib}
+        for key, value in coordinator.items():
+            self.env[f"DSGATEWAY_COORD_{key}"] = (
+                value if isinstance(value, str) else json.dumps(value)
+            )
+        self.database_url = database_url
+        serve = ["-m", "gateway.coordinator.relay"] if relay else _cli("coordinator", "serve")
+        self.coordinator = Process(serve, self.env, work / "coordinator.log")
+        self.worker = (
+            Process(
+                _cli("coordinator", "worker", "--pool", "threads", "-c", "4", "--beat"),
+                self.env,
+                work / "worker.log",
+            )
+            if redis
+            else None
+        )
+        self.redis_proc: subprocess.Popen | None = None
+        self.stations: dict[str, Station] = {}
+        self.http = requests.Session()
+        self.collaboration: int | None = None
+
+    # ------------------------------------------------------------ the API as admin
+
+    def api(self, method: str, path: str, **kw) -> requests.Response:
+        return self.http.request(method, f"{self.url}/api{path}", timeout=30, **kw)
+
+    def login(self) -> None:
+        r = self.api("POST", "/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD})
+        assert r.status_code == 200, r.text
+        self.http.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
+
+    def admin_client(self):
+        """A `gateway.client.CoordinatorClient` logged in as the admin (a researcher of
+        the collaboration too)."""
+        from gateway.client import CoordinatorClient
+
+        client = CoordinatorClient(self.url)
+        client.login("admin", ADMIN_PASSWORD)
+        return client
+
+    @property
+    def node_ids(self) -> dict[str, int]:
+        return {name: s.node_id for name, s in self.stations.items()}
+
+    # ------------------------------------------------------------ life cycle
+
+    def start(self) -> Stack:
+        if self.redis_port is not None:
+            self._start_redis()
+        if self.database_url:
+            subprocess.run(
+                [sys.executable, *_cli("coordinator", "db", "upgrade")],
+                cwd=ROOT,
+                env=self.env,
+                check=True,
+                capture_output=True,
+            )
+        subprocess.run(
+            [sys.executable, *_cli("coordinator", "create-admin")],
+            cwd=ROOT,
+            env={**self.env, "DSGATEWAY_ADMIN_PASSWORD": ADMIN_PASSWORD},
+            check=True,
+            capture_output=True,
+        )
+        self.start_coordinator()
+        if self.worker is not None:
+            self.start_worker()
+        self.login()
+        self._federation()
+        return self
+
+    def _start_redis(self) -> None:
+        import redis
+
+        with (self.work / "redis.log").open("ab") as out:
+            self.redis_proc = subprocess.Popen(
+                [
+                    *("redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1"),
+                    *("--save", "", "--appendonly", "no", "--dir", str(self.work)),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        client = redis.Redis(port=self.redis_port)
+
+        def up():
+            try:
+                return client.ping()
+            except redis.ConnectionError:
+                return False
+
+        until(up, 10, "redis-server")
+
+    def start_coordinator(self) -> None:
+        self.coordinator.start()
+        until(lambda: self.api("GET", "/health").ok, 60, "the coordinator")
+
+    def kill_coordinator(self) -> None:
+        self.coordinator.kill()
+
+    def start_worker(self) -> None:
+        assert self.worker is not None, "no separate worker: start the stack with redis=True"
+        self.worker.log.write_text("")
+        self.worker.start()
+        until(lambda: "ready." in self.worker.log.read_text(), 60, "the Celery worker")
+
+    def kill_worker(self) -> None:
+        assert self.worker is not None, "no separate worker: start the stack with redis=True"
+        self.worker.kill()
+
+    def kill_station(self, name: str) -> None:
+        self.stations[name].process.kill()
+
+    def start_station(self, name: str) -> None:
+        self.stations[name].process.start()
+
+    def _federation(self) -> None:
+        orgs = []
+        for name in self.station_names:
+            r = self.api("POST", "/organizations", json={"name": f"Hospital of {name}"})
+            assert r.status_code == 201, r.text
+            orgs.append(r.json()["id"])
+        r = self.api("POST", "/collaborations", json={"name": "study", "organization_ids": orgs})
+        assert r.status_code == 201, r.text
+        self.collaboration = r.json()["id"]
+        me = self.api("GET", "/auth/me").json()
+        r = self.api(
+            "POST",
+            f"/users/{me['id']}/roles",
+            json={"name": "researcher", "collaboration_id": self.collaboration},
+        )
+        assert r.status_code == 201, r.text
+        for seed, (org, name) in enumerate(zip(orgs, self.station_names, strict=True), 1):
+            r = self.api(
+                "POST",
+                "/nodes",
+                json={
+                    "name": name,
+                    "organization_id": org,
+                    "collaboration_id": self.collaboration,
+                    "projects": ["demo"],
+                },
+            )
+            assert r.status_code == 201, r.text
+            self._add_station(name, r.json()["id"], r.json()["api_key"], seed)
+        until(
+            lambda: all(
+                self.api("GET", f"/nodes/{s.node_id}").json()["online"]
+                for s in self.stations.values()
+            ),
+            120,
+            "every station online",
+            step=0.3,
+        )
+
+    def _add_station(self, name: str, node_id: int, key: str, seed: int) -> None:
+        from gateway.node.exampledata import generate_example_data
+
+        home = self.work / name
+        generate_example_data(home / "data", seed=seed)
+        port = free_port()
+        (home / "node.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "data_dir": "data",
+                    "state_dir": "var",
+                    "r_lib": self.r_lib,
+                    "tokens": {
+                        "issuer": "https://coordinator.invalid",
+                        "audience": name,
+                        "secret_env": "DSG_RELAY_SECRET",
+                    },
+                    "profiles": {"default": {"packages": ["dsGatewayBase"]}},
+                    "limits": {"warm_workers": 1},
+                    "server": {"port": port},
+                }
+            )
+        )
+        agent_yaml = home / "agent.yaml"
+        agent_yaml.write_text(
+            yaml.safe_dump(
+                {
+                    "coordinator": self.url,
+                    "gateway": "node.yaml",
+                    "poll_wait": 5,
+                    "heartbeat_interval": 2,
+                    "backoff_initial": 0.2,
+                    "backoff_max": 2,
+                    "policy": {"algorithms": self.algorithms, "projects": ["demo"]},
+                }
+            )
+        )
+        env = {**self.env, "DSGATEWAY_NODE_API_KEY": key, "DSG_RELAY_SECRET": TEST_RELAY_SECRET}
+        process = Process(_cli("node", "run", "--config", str(agent_yaml)), env, home / "node.log")
+        self.stations[name] = Station(
+            name, node_id, home, process.start(), f"http://127.0.0.1:{port}"
+        )
+
+    def stop(self) -> None:
+        procs = [s.process for s in self.stations.values()]
+        procs += [p for p in (self.worker, self.coordinator) if p is not None]
+        for proc in procs:  # all at once, then wait for each
+            proc.terminate()
+        for proc in procs:
+            proc.stop()
+        if self.redis_proc is not None:
+            self.redis_proc.kill()
+            self.redis_proc.wait(timeout=10)
+
+    def print_logs(self, tail: int = 3000) -> None:
+        for log in sorted(self.work.glob("**/*.log")):
+            if log.name != "audit.log":
+                print(f"--- {log}\n{log.read_text(errors='replace')[-tail:]}")
+
+
+@contextmanager
+def running_stack(work: Path, r_lib: str, **options) -> Iterator[Stack]:
+    """A started `Stack`, stopped (and its logs printed, for failures) on the way out."""
+    stack = Stack(work, r_lib, **options)
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.stop()
+        stack.print_logs()
