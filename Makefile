@@ -10,7 +10,7 @@ R_LIB ?= $(CURDIR)/.rlib
 export R_LIBS_USER := $(R_LIB)
 export DSGATEWAY_R_LIB := $(R_LIB)
 
-APT_PACKAGES := r-base-core r-base-dev r-cran-jsonlite r-cran-httr
+APT_PACKAGES := r-base-core r-base-dev r-cran-jsonlite r-cran-httr chromium
 R_PKG_SRC := algorithms/R/dsGatewayBase
 R_PKG_FILES := $(shell find $(R_PKG_SRC) -type f 2>/dev/null)
 

@@ -17,7 +17,7 @@ from flask import Flask, Response, jsonify, request
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException
 
-from gateway.coordinator import db, relay
+from gateway.coordinator import db, relay, web
 from gateway.coordinator.aggregation import AggregatorRegistry
 from gateway.coordinator.api import register_blueprints
 from gateway.coordinator.celery_app import celery_init_app
@@ -64,6 +64,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     celery_init_app(app)
     register_blueprints(app)
     relay.init_app(app)  # the relay's node link and hub (gateway/coordinator/relay/)
+    web.init_app(app)  # the web console at /console (gateway/coordinator/web/)
 
     app.register_error_handler(CoordinatorError, _coordinator_error)
     app.register_error_handler(IntegrityError, _integrity_error)
