@@ -5,7 +5,8 @@ dsgateway gateway serve --data ./data           quick start: user admin, profile
 dsgateway gateway hash-password                 make a password_hash for node.yaml
 dsgateway gateway audit --user alice            read the audit log
 dsgateway gateway install-r-package             install dsGatewayBase into an R library
-dsgateway demo                                  example data, a gateway, a session
+dsgateway demo                                  a coordinator, three stations, a study
+dsgateway demo --gateway-only                   example data, one gateway, a session
 """
 
 from __future__ import annotations
@@ -195,9 +196,45 @@ def _print(title: str, value) -> None:
 
 
 @cli.command()
-@click.option("--seed", default=1, show_default=True, help="Seed of the example data.")
-@click.option("--keep", is_flag=True, help="Keep the temporary data directory.")
-def demo(seed: int, keep: bool) -> None:
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False),
+    default="demo-run",
+    show_default=True,
+    help="Where the coordinator, the stations and the study's files go.",
+)
+@click.option("--seed", default=None, type=int, help="Seed of the synthetic data [2020].")
+@click.option("--keep-running", is_flag=True, help="Leave the federation up at the end.")
+@click.option("--stop", is_flag=True, help="Stop a federation left up by --keep-running.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@click.option("--gateway-only", is_flag=True, help="The small demo: one gateway, no coordinator.")
+@click.option("--keep", is_flag=True, help="--gateway-only: keep its temporary directory.")
+def demo(workdir, seed, keep_running, stop, no_progress, gateway_only, keep) -> None:
+    """A coordinator and three stations with synthetic MS registries on this machine,
+    and a federated study through them (docs/getting-started.md)."""
+    if gateway_only:
+        _gateway_demo(1 if seed is None else seed, keep)
+        return
+    from gateway.demo.launcher import DemoError, stop_recorded
+    from gateway.demo.run import run_demo
+
+    if stop:
+        pids = stop_recorded(Path(workdir))
+        click.echo(f"Stopped {len(pids)} processes." if pids else f"Nothing runs in {workdir}.")
+        return
+    try:
+        run_demo(
+            Path(workdir),
+            seed=2020 if seed is None else seed,
+            keep_running=keep_running,
+            echo=click.echo,
+            progress=not no_progress,
+        )
+    except DemoError as err:
+        raise click.ClickException(str(err)) from None
+
+
+def _gateway_demo(seed: int, keep: bool) -> None:
     """Generate example data, start a gateway on it, run a DataSHIELD session with the
     Python `datashield` client (Opal driver), print what comes back, stop."""
     import secrets
