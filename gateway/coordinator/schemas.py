@@ -374,7 +374,11 @@ class WorkOut(Schema):
 
 
 class RunResultIn(Schema):
-    status = fields.Str(required=True, validate=validate.OneOf(["completed", "failed"]))
+    # The last three: image runs (docs/client-images.md).
+    status = fields.Str(
+        required=True,
+        validate=validate.OneOf(["completed", "failed", "not approved", "killed", "timed out"]),
+    )
     result = fields.Raw(load_default=None, allow_none=True)
     log = fields.Str(load_default="", validate=validate.Length(max=1_000_000))
     message = fields.Str(load_default="", validate=validate.Length(max=10_000))

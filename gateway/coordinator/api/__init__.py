@@ -12,6 +12,7 @@ def register_blueprints(app: Flask) -> None:
         audit,
         auth,
         collaborations,
+        images,
         node_link,
         nodes,
         openapi,
@@ -29,6 +30,7 @@ def register_blueprints(app: Flask) -> None:
         tasks,
         audit,
         node_link,
+        images,
         openapi,
     ):
         app.register_blueprint(module.bp, url_prefix="/api")

@@ -1,0 +1,196 @@
+"""The coordinator's client-image API (docs/client-images.md), on SQLite and PostgreSQL:
+image tasks pinned by digest, the statuses a researcher follows, the approvals nodes
+mirror, and decisions stewards queue for their node."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+DIGEST = "sha256:" + "ab" * 32
+OTHER = "sha256:" + "cd" * 32
+IMAGE = f"registry.example.org/team/analysis:1.2@{DIGEST}"
+
+
+def _events(app, action: str) -> list[dict]:
+    from gateway.coordinator import db
+    from gateway.coordinator.models import AuditEvent
+
+    with app.app_context():
+        rows = db.session().execute(select(AuditEvent).where(AuditEvent.action == action))
+        return [{"actor": e.actor_name, "outcome": e.outcome, **e.detail} for e in rows.scalars()]
+
+
+def test_image_tasks_are_pinned_by_digest_and_followed_per_node(fed, client):
+    w = fed.world
+    alice = w.as_user("alice")
+    body = {"collaboration_id": fed.study, "image": "registry.example.org/team/analysis:1.2"}
+    r = client.post("/api/image-tasks", json=body, headers=alice)
+    assert r.status_code == 400
+    assert "not pinned by digest" in r.json["errors"]["image"][0]
+    r = client.post(
+        "/api/tasks",
+        json={"collaboration_id": fed.study, "algorithm": "image", "parameters": {"image": "x:1"}},
+        headers=alice,
+    )
+    assert r.status_code == 400 and "parameters" in r.json["errors"]
+
+    body.update(
+        image=IMAGE,
+        files={"analysis.py": "print(1)"},
+        parameters={"script": "analysis.py"},
+        run_timeout=60,
+    )
+    r = client.post("/api/image-tasks", json=body, headers=alice)
+    assert r.status_code == 201, r.json
+    task = r.json
+    assert (task["kind"], task["digest"], task["image"]) == ("image", DIGEST, IMAGE)
+    assert task["node_ids"] == [fed.node_a, fed.node_b]
+
+    runs = client.get(f"/api/tasks/{task['id']}/image-runs", headers=alice).json
+    assert [(r["node_name"], r["status"]) for r in runs] == [("node-a", "pending")] * 1 + [
+        ("node-b", "pending")
+    ]
+
+    # Each node takes its run: the work item carries what the node needs.
+    items = {}
+    for name in ("node-a", "node-b"):
+        work = client.get("/api/node/work", headers=w.as_node(name)).json["work"]
+        assert len(work) == 1
+        items[name] = work[0]
+    assert items["node-a"]["algorithm"] == "image"
+    assert items["node-a"]["parameters"] == {
+        "image": IMAGE,
+        "digest": DIGEST,
+        "files": {"analysis.py": "print(1)"},
+        "input": {"script": "analysis.py"},
+        "timeout": 60,
+    }
+    a, b = items["node-a"]["run_id"], items["node-b"]["run_id"]
+    r = client.post(
+        f"/api/node/runs/{a}/phase", json={"phase": "running"}, headers=w.as_node("node-a")
+    )
+    assert r.status_code == 200
+    r = client.post(
+        f"/api/node/runs/{a}/phase", json={"phase": "running"}, headers=w.as_node("node-b")
+    )
+    assert r.status_code == 404  # not its run
+    reason = f"Not approved: image {DIGEST} was rejected by dana at ...: unreviewed"
+    r = client.post(
+        f"/api/node/runs/{b}/result",
+        json={"status": "not approved", "message": reason},
+        headers=w.as_node("node-b"),
+    )
+    assert r.status_code == 200, r.json
+    r = client.post(
+        f"/api/node/runs/{b}/phase", json={"phase": "running"}, headers=w.as_node("node-b")
+    )
+    assert r.status_code == 409
+    runs = {
+        r["node_name"]: r
+        for r in client.get(f"/api/tasks/{task['id']}/image-runs", headers=alice).json
+    }
+    assert (runs["node-a"]["status"], runs["node-a"]["phase"]) == ("running", "running")
+    assert (runs["node-b"]["status"], runs["node-b"]["message"]) == ("not approved", reason)
+    client.post(
+        f"/api/node/runs/{a}/result",
+        json={"status": "completed", "result": {"status": "completed", "digest": DIGEST}},
+        headers=w.as_node("node-a"),
+    )
+    task = client.get(f"/api/tasks/{task['id']}", headers=alice).json
+    assert task["status"] == "failed" and "node-b: not approved" in task["message"]
+    assert task["runs"] == {"completed": 1, "not approved": 1}
+    # Outsiders see nothing of it.
+    assert (
+        client.get(f"/api/tasks/{task['id']}/image-runs", headers=w.as_user("carl")).status_code
+        == 404
+    )
+
+
+def test_mirrored_approvals_and_decisions_queued_for_a_node(fed, client, app):
+    w = fed.world
+    approval = {
+        "digest": DIGEST,
+        "state": "approved",
+        "reason": "reviewed v1.2",
+        "decided_by": "dana",
+        "decided_at": "2026-01-02T03:04:05.678Z",
+        "image": "registry.example.org/team/analysis:1.2",
+        "collaborations": None,
+    }
+    request = {
+        "digest": DIGEST,
+        "image": IMAGE,
+        "requested_by": "alice",
+        "collaboration": fed.study,
+        "labels": {"org.opencontainers.image.title": "analysis"},
+    }
+    r = client.put("/api/node/images", json={"approvals": [approval]}, headers=w.as_node("node-a"))
+    assert r.json == {"approvals": 1, "requests": 0, "changed": 1}
+    r = client.put("/api/node/images", json={"approvals": [approval]}, headers=w.as_node("node-a"))
+    assert r.json["changed"] == 0  # the same store again: nothing new
+    r = client.put(
+        "/api/node/images",
+        json={"approvals": [], "requests": [request]},
+        headers=w.as_node("node-b"),
+    )
+    assert r.json["changed"] == 1
+    bad = client.put(
+        "/api/node/images",
+        json={"approvals": [{"digest": "sha256:1"}]},
+        headers=w.as_node("node-b"),
+    )
+    assert bad.status_code == 400
+
+    listing = client.get(f"/api/collaborations/{fed.study}/images", headers=w.as_user("alice")).json
+    assert [e["digest"] for e in listing] == [DIGEST]
+    at = {n["node_name"]: n for n in listing[0]["nodes"]}
+    assert (at["node-a"]["state"], at["node-a"]["may_run"], at["node-a"]["decided_by"]) == (
+        "approved",
+        True,
+        "dana",
+    )
+    assert (at["node-b"]["state"], at["node-b"]["may_run"], at["node-b"]["requested_by"]) == (
+        "pending",
+        False,
+        "alice",
+    )
+    assert at["node-b"]["labels"] == request["labels"]
+    mine = client.get(f"/api/nodes/{fed.node_b}/images", headers=w.as_user("alice")).json
+    assert [(m["digest"], m["state"]) for m in mine] == [(DIGEST, "pending")]
+
+    # Decisions: only stewards of the node's organisation.
+    decision = {"digest": OTHER, "decision": "reject", "reason": "not reviewed"}
+    url = f"/api/nodes/{fed.node_a}/images/decisions"
+    assert client.post(url, json=decision, headers=w.as_user("alice")).status_code == 403
+    other = f"/api/nodes/{fed.node_b}/images/decisions"
+    assert client.post(other, json=decision, headers=w.as_user("steward_a")).status_code == 403
+    bad = client.post(url, json={**decision, "collaborations": [1]}, headers=w.as_user("steward_a"))
+    assert bad.status_code == 400 and "collaborations" in bad.json["errors"]
+    r = client.post(url, json=decision, headers=w.as_user("steward_a"))
+    assert r.status_code == 202 and r.json["status"] == "queued"
+    queued = client.get("/api/node/images/decisions", headers=w.as_node("node-a")).json
+    assert [(d["digest"], d["decision"], d["requested_by"]) for d in queued["decisions"]] == [
+        (OTHER, "reject", "steward_a")
+    ]
+    assert client.get("/api/node/images/decisions", headers=w.as_node("node-b")).json == {
+        "decisions": []
+    }
+    ack = f"/api/node/images/decisions/{r.json['id']}"
+    assert (
+        client.post(ack, json={"status": "applied"}, headers=w.as_node("node-b")).status_code == 404
+    )
+    done = client.post(ack, json={"status": "applied"}, headers=w.as_node("node-a"))
+    assert done.json["status"] == "applied" and done.json["applied_at"]
+    assert (
+        client.post(ack, json={"status": "applied"}, headers=w.as_node("node-a")).status_code == 200
+    )
+    assert (
+        client.post(ack, json={"status": "refused"}, headers=w.as_node("node-a")).status_code == 409
+    )
+    seen = client.get(url, headers=w.as_user("steward_a")).json
+    assert [d["status"] for d in seen] == ["applied"]
+
+    assert [e["digest"] for e in _events(app, "image.approve")] == [DIGEST]
+    assert [(e["digest"], e["by"]) for e in _events(app, "image.request")] == [(DIGEST, "alice")]
+    assert [e["actor"] for e in _events(app, "image.decision")] == ["steward_a"]
+    assert [e["actor"] for e in _events(app, "image.decision.applied")] == ["node-a"]
