@@ -311,7 +311,9 @@ class AuditQuery(PageQuery):
     collaboration_id = fields.Int(validate=_id)
     action = fields.Str(validate=validate.Length(max=64))
     actor_name = fields.Str(validate=validate.Length(max=128))
+    outcome = fields.Str(validate=validate.Length(max=16))
     since = fields.AwareDateTime(default_timezone=UTC)
+    until = fields.AwareDateTime(default_timezone=UTC, metadata={"description": "Before this."})
 
 
 class AuditOut(Schema):

@@ -63,7 +63,11 @@ def list_events(query):
         stmt = stmt.where(AuditEvent.action == query["action"])
     if "actor_name" in query:
         stmt = stmt.where(AuditEvent.actor_name == query["actor_name"])
+    if "outcome" in query:
+        stmt = stmt.where(AuditEvent.outcome == query["outcome"])
     if "since" in query:
         stmt = stmt.where(AuditEvent.time >= query["since"])
+    if "until" in query:
+        stmt = stmt.where(AuditEvent.time < query["until"])
     stmt = stmt.limit(query["limit"]).offset(query["offset"])
     return db.session().execute(stmt).scalars().all()

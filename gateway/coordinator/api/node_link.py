@@ -140,7 +140,12 @@ def post_result(run_id, body):
         run,
         outcome="ok" if status == "completed" else "failed",
         collaboration_id=run.task.collaboration_id,
-        detail={"status": status, "message": body["message"][:500]},
+        # bytes: the size of what left the station (its result as JSON), for the audit.
+        detail={
+            "status": status,
+            "message": body["message"][:500],
+            "bytes": len(json.dumps(body["result"])) if body["result"] is not None else 0,
+        },
     )
     task = run.task
     finished = all_runs_final(s, task)
