@@ -1,0 +1,164 @@
+"""`dsgateway demo` as a user runs it: one command (a subprocess) starts a coordinator
+and three stations (each its own process), runs the study through the relay and a
+coordinator task, prints it, saves the plot, stops everything. Its numbers must equal
+the same analyses on the pooled synthetic data: pandas for the descriptive tables and
+counts, R's own glm() for the logistic regression."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gateway.demo.registry import SITES, pooled_registries
+from tests.e2e.conftest import ROOT
+
+pytestmark = [pytest.mark.slow, pytest.mark.r]
+STATIONS = [s.name for s in SITES]
+COMBINED = "combined"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory, r_lib):
+    work = tmp_path_factory.mktemp("demo") / "run"
+    env = {**os.environ, "DSGATEWAY_R_LIB": r_lib, "R_LIBS_USER": r_lib}
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "demo", "--workdir", str(work), "--no-progress"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if done.returncode != 0:
+        for log in sorted(work.glob("**/*.log")):
+            print(f"--- {log}\n{log.read_text()[-3000:]}")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    study = json.loads((work / "study.json").read_text())
+    return work, done.stdout, study
+
+
+@pytest.fixture(scope="module")
+def pooled() -> pd.DataFrame:
+    data = pooled_registries(2020)
+    for column in ("age", "edss"):
+        data[column] = data[column].astype(float)
+    return data
+
+
+def _close(a, b, rel=1e-6):
+    return a == pytest.approx(b, rel=rel, abs=1e-9)
+
+
+@pytest.mark.timeout(900)
+def test_the_demo_prints_the_study_and_says_where_everything_is(demo):
+    work, out, _ = demo
+    for part in (
+        "All stations online.",
+        "1. Descriptive tables, per station and combined",
+        "2. Therapy x severe COVID-19",
+        "3. Logistic regression",
+        "4. The same counts and means as a coordinator task",
+        "Audit trail",
+        "Stopped.",
+    ):
+        assert part in out, part
+    assert "station-c: Failed: at least one cell has a non-zero count less than nfilter.tab" in out
+    assert f"Forest plot of the odds ratios: {work / 'forest-plot.png'}" in out
+    assert (work / "forest-plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "library(DSI)" in (work / "study.R").read_text()
+    assert "dsBaseClient is not installed here" in out or "Running the same study from R" in out
+    assert str(work / "coordinator" / "coordinator.db") in out
+    assert stat.S_IMODE((work / "credentials.json").stat().st_mode) == 0o600
+    for name in STATIONS:
+        audit = work / name / "var" / "audit.log"
+        assert str(audit) in out
+        entries = [json.loads(line) for line in audit.read_text().splitlines()]
+        # The researcher's relayed calls are in the station's own audit, under her name.
+        assert any(e.get("user") == "alice" for e in entries)
+    assert not (work / "pids").exists()  # everything stopped
+    assert "Largest difference from the relayed session's mean ages" in out
+
+
+@pytest.mark.timeout(900)
+def test_descriptive_numbers_equal_the_pooled_data(demo, pooled):
+    _, _, study = demo
+    groups = dict(list(pooled.groupby("station"))) | {COMBINED: pooled}
+    for name, frame in groups.items():
+        assert study["dims"][name]["rows"] == len(frame)
+        for var in ("age", "edss"):
+            got = study["numeric"][var][name]
+            assert got["n"] == len(frame)
+            assert got["missing"] == frame[var].isna().sum()
+            assert _close(got["mean"], frame[var].mean())
+            assert _close(got["sd"], frame[var].std(ddof=1))
+        for var in ("sex", "course", "dmt", "covid_severity"):
+            got = study["categorical"][var][name]
+            counts = frame[var].value_counts()
+            for level, n in got.items():
+                expected = frame[var].isna().sum() if level == "<NA>" else counts.get(level, 0)
+                assert n == expected, (name, var, level)
+    task = study["task"]["per_node"]
+    for name in STATIONS:
+        frame = groups[name]
+        assert task[name]["rows"] == len(frame)
+        assert _close(task[name]["age mean"], frame["age"].mean())
+        assert _close(task[name]["edss mean"], frame["edss"].mean())
+
+
+@pytest.mark.timeout(900)
+def test_small_cells_are_suppressed_by_the_station_that_holds_them(demo, pooled):
+    _, _, study = demo
+    table = study["contingency"]
+    small = set()
+    crosstabs = {}
+    for name, frame in pooled.groupby("station"):
+        known = frame.dropna(subset=["dmt", "severe"])
+        counts = pd.crosstab(known["dmt"], known["severe"])
+        crosstabs[name] = counts
+        if ((counts.to_numpy() > 0) & (counts.to_numpy() < 3)).any():
+            small.add(name)
+    assert small == {"station-c"}
+    assert set(table["refused"]) == small
+    assert set(table["per_node"]) == set(STATIONS) - small
+    for name, got in table["per_node"].items():
+        for level, row in crosstabs[name].iterrows():
+            assert got[level]["0"] == row[0] and got[level]["1"] == row[1]
+    released = pooled[pooled["station"].isin(set(STATIONS) - small)]
+    combined = pd.crosstab(released["dmt"], released["severe"])
+    for level, row in combined.iterrows():
+        assert table["combined"][level]["1"] == row[1]
+
+
+@pytest.mark.timeout(900)
+def test_the_logistic_regression_equals_r_glm_on_the_pooled_data(demo, pooled, tmp_path):
+    _, _, study = demo
+    model = pooled[["severe", "dmt", "age", "sex", "edss"]].dropna()
+    csv = tmp_path / "pooled.csv"
+    model.to_csv(csv, index=False)
+    script = (
+        f"d <- read.csv('{csv}', stringsAsFactors = TRUE); "
+        "f <- glm(severe ~ dmt + age + sex + edss, family = binomial, data = d, "
+        "control = glm.control(epsilon = 1e-14, maxit = 100)); s <- summary(f)$coefficients; "
+        "cat(jsonlite::toJSON(list(terms = rownames(s), est = s[, 1], se = s[, 2], "
+        "p = s[, 4], deviance = deviance(f), aic = AIC(f), n = nobs(f)), digits = NA))"
+    )
+    done = subprocess.run(["Rscript", "-e", script], capture_output=True, text=True, check=True)
+    r = json.loads(done.stdout)
+    tidy = study["glm"]["tidy"]
+    assert list(tidy) == r["terms"]
+    assert study["glm"]["nobs"] == r["n"][0] == len(model)
+    for term, est, se, p in zip(r["terms"], r["est"], r["se"], r["p"], strict=True):
+        assert _close(tidy[term]["estimate"], est), term
+        assert _close(tidy[term]["se"], se), term
+        assert _close(tidy[term]["p"], p, rel=1e-5), term
+        assert _close(tidy[term]["OR"], np.exp(est)), term
+        assert _close(tidy[term]["OR 2.5%"], np.exp(est - 1.959963984540054 * se)), term
+    assert _close(study["glm"]["deviance"], r["deviance"][0])
+    assert _close(study["glm"]["aic"], r["aic"][0])
