@@ -54,9 +54,11 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-## demo: start a gateway on generated data and run a DataSHIELD session against it
+## demo: a coordinator and three stations on synthetic MS registries, and a federated
+## study through them (docs/getting-started.md). DEMO_ARGS="--keep-running" leaves them up.
+DEMO_ARGS ?=
 demo: setup
-	$(PY) -m gateway.cli demo
+	$(PY) -m gateway.cli demo $(DEMO_ARGS)
 
 ## bench: measure the figures in docs/performance.md (writes it anew)
 bench: setup
