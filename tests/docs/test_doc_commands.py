@@ -1,0 +1,364 @@
+"""Every command in the documentation is checked, so the docs cannot rot.
+
+- Every `dsgateway ...` command line in a shell block, and every inline `dsgateway ...`
+  reference, is parsed by the real click CLI (the command path exists, every option is
+  accepted, values convert, required parts are given in full command lines), without
+  running it. A renamed command or option fails here with the file and line.
+- `make` targets named in the docs exist in the Makefile.
+- A curated, growing set of safe, quick commands is RUN as written, per page in document
+  order, in a fresh directory (a node.yaml, an audit log with two entries, a SQLite
+  coordinator database): `--help`/`--version`, `gateway hash-password`, `gateway audit`,
+  `coordinator db upgrade`/`db current`/`create-admin`/`relay-key`, `node images ...`.
+  Everything else is parsed only, with the reason (a server that runs until stopped, a
+  placeholder in the line, ...); `pytest tests/docs -rA` ends with the list.
+- Python blocks compile and their imports of `gateway`, `algorithms` and `datashield`
+  name things that exist; YAML blocks load, and node.yaml / agent.yaml examples pass the
+  real configuration schemas; R blocks parse (R's own parser).
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import os
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import click
+import pytest
+import yaml
+
+from gateway.cli import cli
+from tests.docs.doc_commands import (
+    ROOT,
+    Block,
+    Invocation,
+    all_invocations,
+    blocks,
+    check_command,
+    doc_files,
+    make_targets,
+    rel,
+)
+
+INVOCATIONS = all_invocations()
+DSGATEWAY = [i for i in INVOCATIONS if i.program == "dsgateway"]
+MAKE = [i for i in INVOCATIONS if i.program == "make"]
+ADMIN_PASSWORD = "docs-test-password"
+
+# Commands run as written when a page shows them in full (no placeholder): quick, and
+# touching only the temporary directory. The value says what a success prints.
+RUNNABLE = {
+    ("gateway", "hash-password"): "scrypt:",
+    ("gateway", "audit"): "",
+    ("coordinator", "db", "upgrade"): "is at revision",
+    ("coordinator", "db", "current"): "head:",
+    ("coordinator", "create-admin"): "created",
+    ("coordinator", "relay-key"): "BEGIN PUBLIC KEY",
+    ("node", "images", "approve"): '"state": "approved"',
+    ("node", "images", "reject"): '"state": "rejected"',
+    ("node", "images", "revoke"): '"state": "revoked"',
+    ("node", "images", "restrict"): '"state": "approved"',
+    ("node", "images", "list"): "",
+    ("node", "images", "history"): "",
+    ("node", "images", "check"): '"allowed"',
+}
+# Why the others are only parsed.
+PARSE_ONLY = {
+    ("gateway", "serve"): "serves until stopped (tests/e2e/test_cli_gateway.py runs it)",
+    ("coordinator", "serve"): "serves until stopped (tests/functional run it)",
+    ("coordinator", "relay"): "serves until stopped (tests/functional/test_relay*.py)",
+    ("coordinator", "worker"): "a Celery worker, needs Redis (test_coordinator_celery.py)",
+    ("node", "run"): "runs until stopped, needs a coordinator (test_coordinator_processes.py)",
+    ("demo",): "a whole demo (the demo's own tests)",
+    ("gateway", "install-r-package"): "R CMD INSTALL (make rpkg does the same)",
+}
+
+
+def _id(inv: Invocation) -> str:
+    return f"{inv.where} {inv.text}"[:120]
+
+
+def command_path(inv: Invocation) -> tuple[str, ...]:
+    return tuple(check_command(cli, inv))
+
+
+def classify(inv: Invocation) -> tuple[bool, str]:
+    """(executed?, why not)."""
+    if not inv.fenced:
+        return False, "an inline reference"
+    if inv.runnable_argv is None:
+        return False, "has a placeholder or `...`"
+    if "--help" in inv.argv or "--version" in inv.argv:
+        return True, ""
+    path = command_path(inv)
+    if path in RUNNABLE:
+        return True, ""
+    return False, PARSE_ONLY.get(path, "not in the curated set of runnable commands")
+
+
+# ---------------------------------------------------------------- parsing
+
+
+@pytest.mark.parametrize("inv", DSGATEWAY, ids=_id)
+def test_documented_command_parses(inv: Invocation):
+    try:
+        check_command(cli, inv)
+    except click.UsageError as err:
+        pytest.fail(f"{inv.where}: `{inv.text}` is refused by the CLI: {err.format_message()}")
+
+
+def test_the_check_catches_rot():
+    """The check itself: a wrong option, command or value fails; the docs' own shorthand
+    (elisions, placeholders, usage brackets, files the reader has) passes."""
+
+    def inv(*argv, fenced=True):
+        return Invocation(Path("x.md"), 1, "dsgateway", list(argv), " ".join(argv), fenced)
+
+    for bad in [
+        inv("gateway", "serve", "--datadir", "x"),
+        inv("coordinator", "db", "migrate"),
+        inv("coordinator", "serve", "--port", "http"),
+        inv("node", "images", "--config", "node.yaml", "approve", "sha256:1"),  # no --reason
+        inv("node", "images", "--config", "n.yaml", "list", "--state", "pending"),
+    ]:
+        with pytest.raises(click.UsageError):
+            check_command(cli, bad)
+    assert check_command(cli, inv("node", "run", "--config", "agent.yaml")) == ["node", "run"]
+    assert check_command(cli, inv("gateway", "hash-password")) == ["gateway", "hash-password"]
+    assert check_command(cli, inv("node", "images", fenced=False)) == ["node", "images"]
+    assert check_command(cli, inv("gateway", "serve", "--port", "808$k")) == ["gateway", "serve"]
+
+
+@pytest.mark.parametrize("inv", MAKE, ids=_id)
+def test_documented_make_target_exists(inv: Invocation):
+    targets = make_targets(ROOT / "Makefile")
+    wanted = [a for a in inv.argv if not a.startswith("-") and "=" not in a]
+    missing = [t for t in wanted if t not in targets]
+    assert not missing, f"{inv.where}: `{inv.text}`: no Makefile target {missing}"
+
+
+# ---------------------------------------------------------------- running
+
+
+def dsgateway_argv() -> list[str]:
+    script = Path(sys.executable).parent / "dsgateway"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "gateway.cli"]
+
+
+def sandbox(tmp: Path) -> dict[str, str]:
+    """A directory a reader might run the docs in: node.yaml (data in data/, state in
+    var/), an audit log with two entries at var/audit.log (the default place), and the
+    coordinator's settings pointing at SQLite here. Returns the environment."""
+    from gateway.node.audit import AuditLog
+
+    (tmp / "data" / "demo" / "cohort").mkdir(parents=True)
+    (tmp / "node.yaml").write_text("data_dir: data\nstate_dir: var\n")
+    (tmp / "var").mkdir()
+    log = AuditLog(tmp / "var" / "audit.log")
+    log.record(action="login", outcome="ok", user="alice", face="armadillo", status=200)
+    log.record(
+        action="execute",
+        outcome="refused",
+        user="alice",
+        face="armadillo",
+        status=400,
+        expression="system(1)",
+    )
+    log.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DSGATEWAY_COORD")}
+    env.update(
+        DSGATEWAY_COORD_DATABASE_URL=f"sqlite:///{tmp / 'coordinator.db'}",
+        DSGATEWAY_COORD_INSTANCE_PATH=str(tmp / "instance"),
+        DSGATEWAY_ADMIN_PASSWORD=ADMIN_PASSWORD,
+    )
+    return env
+
+
+RUN_PAGES = sorted({rel(i.file) for i in DSGATEWAY if classify(i)[0]})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", RUN_PAGES)
+def test_documented_commands_run(page: str, tmp_path: Path):
+    """The page's runnable commands, as written, in document order, in one directory (a
+    guide's later step may use what an earlier one made)."""
+    env = sandbox(tmp_path)
+    ran = 0
+    for inv in (i for i in DSGATEWAY if rel(i.file) == page and classify(i)[0]):
+        expected = "" if "--help" in inv.argv or "--version" in inv.argv else None
+        if expected is None:
+            expected = RUNNABLE[command_path(inv)]
+        done = subprocess.run(
+            dsgateway_argv() + inv.runnable_argv,
+            cwd=tmp_path,
+            env=env,
+            input=f"{ADMIN_PASSWORD}\n{ADMIN_PASSWORD}\n",  # for a password prompt
+            capture_output=True,
+            text=True,
+            timeout=120,  # a guard against a hang, not a performance bound
+        )
+        output = done.stdout + done.stderr
+        assert done.returncode == 0, (
+            f"{inv.where}: `{inv.text}` exited {done.returncode}:\n{output}"
+        )
+        assert expected in output, (
+            f"{inv.where}: `{inv.text}` did not print {expected!r}:\n{output}"
+        )
+        ran += 1
+    assert ran
+
+
+def test_help_of_every_group_and_command():
+    """`--help` works for every group and command (in-process: the runs above already use
+    the real entry point), and a group's help names each of its commands."""
+    from click.testing import CliRunner
+
+    def walk(cmd: click.Command, path: list[str]):
+        yield path, cmd
+        if isinstance(cmd, click.Group):
+            for name, sub in cmd.commands.items():
+                yield from walk(sub, [*path, name])
+
+    # `node images` needs its store named before a subcommand's --help is reached (its
+    # group checks --config/--state-dir first): give it one, as the docs do.
+    group_options = {("node", "images"): ["--state-dir", "var"]}
+    runner = CliRunner()
+    for path, cmd in walk(cli, []):
+        argv = []
+        for i, name in enumerate(path):
+            argv.append(name)
+            if i < len(path) - 1:
+                argv += group_options.get(tuple(path[: i + 1]), [])
+        done = runner.invoke(cli, [*argv, "--help"], prog_name="dsgateway")
+        assert done.exit_code == 0, f"dsgateway {' '.join(path)} --help: {done.output}"
+        assert "Usage: dsgateway" in done.output
+        for name in getattr(cmd, "commands", {}):
+            assert name in done.output, f"`dsgateway {' '.join(path)} --help` lacks {name}"
+
+
+def test_report_parsed_and_executed(capsys):
+    """Which documented commands are executed and which are only parsed (and why)."""
+    executed, parsed = [], defaultdict(list)
+    for inv in DSGATEWAY:
+        ran, why = classify(inv)
+        (executed.append(inv) if ran else parsed[why].append(inv))
+    lines = [f"documented dsgateway commands: {len(executed)} executed, "]
+    lines[0] += f"{sum(map(len, parsed.values()))} parsed only"
+    lines += [f"  executed  {i.where}  {i.text}" for i in executed]
+    for why, invs in parsed.items():
+        lines.append(f"  parsed only ({why}):")
+        lines += [f"    {i.where}  {i.text}" for i in invs]
+    REPORT[:] = lines
+    assert executed, "no documented command is executed"
+
+
+REPORT: list[str] = []  # printed at the end of the run by tests/docs/conftest.py
+
+
+# ---------------------------------------------------------------- code blocks
+
+
+def code_blocks(*languages: str) -> list[Block]:
+    return [b for f in doc_files() for b in blocks(f) if b.language in languages]
+
+
+def python_source(block: Block) -> str:
+    """The code of a block; doctest-style blocks (`>>> `) keep only their input."""
+    lines = block.text.splitlines()
+    if not any(line.startswith(">>> ") for line in lines):
+        return block.text
+    return "\n".join(
+        line[4:] for line in lines if line.startswith(">>> ") or line.startswith("... ")
+    )
+
+
+OUR_MODULES = ("gateway", "algorithms", "datashield")
+# Pages whose python blocks list signatures (an API listing, not code to run).
+LISTING_PAGES = {"docs/internals.md"}
+PYTHON_BLOCKS = [b for b in code_blocks("python", "py") if rel(b.file) not in LISTING_PAGES]
+
+
+@pytest.mark.parametrize("block", PYTHON_BLOCKS, ids=lambda b: b.where)
+def test_python_block_compiles_and_its_imports_exist(block: Block):
+    source = python_source(block)
+    try:
+        tree = ast.parse(source, filename=block.where)
+    except SyntaxError as err:
+        pytest.fail(f"{rel(block.file)}:{block.line + (err.lineno or 1) - 1}: {err.msg}")
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            if node.module.split(".")[0] in OUR_MODULES:
+                module = importlib.import_module(node.module)
+                for alias in node.names:
+                    assert hasattr(module, alias.name) or _is_module(
+                        f"{node.module}.{alias.name}"
+                    ), f"{block.where}: `from {node.module} import {alias.name}`: no such name"
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] in OUR_MODULES:
+                    importlib.import_module(alias.name)
+
+
+def _is_module(name: str) -> bool:
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("block", code_blocks("yaml", "yml"), ids=lambda b: b.where)
+def test_yaml_block_loads_and_configs_are_valid(block: Block, tmp_path: Path):
+    """A node.yaml or agent.yaml example (or a fragment of one: only their keys) passes
+    the real schema, so a renamed key fails here."""
+    from gateway.agent.config import AgentConfig, _AgentSchema
+    from gateway.node.config import NodeConfig, _NodeSchema
+
+    try:
+        docs = [d for d in yaml.safe_load_all(block.text) if d is not None]
+    except yaml.YAMLError as err:
+        pytest.fail(f"{block.where}: not YAML: {err}")
+    for doc in docs:
+        if not isinstance(doc, dict) or not doc:
+            continue
+        keys = set(doc)
+        if keys <= set(_NodeSchema().fields) and ("data_dir" in keys or len(keys) < 4):
+            NodeConfig.from_dict({"data_dir": "data", **doc}, base_dir=tmp_path)
+        elif keys <= set(_AgentSchema().fields) and "coordinator" in keys:
+            AgentConfig.from_dict(doc, base_dir=tmp_path)
+
+
+R_BLOCKS = code_blocks("r")
+
+
+@pytest.mark.skipif(not R_BLOCKS, reason="no R blocks in the docs")
+def test_r_blocks_parse(tmp_path: Path):
+    """R's own parser (no packages needed): DSI and dsBaseClient code in the guides is
+    at least valid R."""
+    files = []
+    for n, block in enumerate(R_BLOCKS):
+        f = tmp_path / f"block{n}.R"
+        f.write_text(block.text)
+        files.append((f, block))
+    script = (
+        "for (f in commandArgs(TRUE)) tryCatch(parse(f), "
+        "error = function(e) cat(f, ':', conditionMessage(e), '\\n', sep = ''))"
+    )
+    done = subprocess.run(
+        ["Rscript", "-e", script, *[str(f) for f, _ in files]],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    wheres = {str(f): b.where for f, b in files}
+    failures = [
+        line.replace(path, wheres[path])
+        for line in done.stdout.splitlines()
+        for path in wheres
+        if line.startswith(path + ":")
+    ]
+    assert not failures, "\n".join(failures)
