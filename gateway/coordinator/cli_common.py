@@ -18,7 +18,7 @@ from typing import Any
 import click
 from marshmallow import Schema, ValidationError
 from sqlalchemy import select
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
 __all__ = [
@@ -53,6 +53,10 @@ def admin_session() -> Iterator[tuple[Any, Session]]:
                 yield app, db.session()
             except CoordinatorError as err:
                 raise click.ClickException(_with_errors(err.message, err.errors)) from None
+            except IntegrityError as err:
+                # A unique name in use, found on flush or commit: the database says which.
+                detail = " ".join(line.strip() for line in str(err.orig).splitlines())
+                raise click.ClickException(f"That conflicts with existing data: {detail}") from None
             except (OperationalError, ProgrammingError) as err:
                 text = str(err.orig).lower()
                 if "no such table" in text or "does not exist" in text:
@@ -122,7 +126,7 @@ def record(action: str, target: Any, **fields: Any) -> None:
 def commit() -> None:
     from gateway.coordinator import db
 
-    db.commit()
+    db.session().commit()  # an IntegrityError becomes the message above
 
 
 def _cell(value: Any) -> str:
