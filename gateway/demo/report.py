@@ -85,9 +85,10 @@ def forest_plot(tidy: pd.DataFrame, path: Path, title: str) -> Path:
 
     matplotlib.use("Agg")  # no display needed
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     rows = tidy.drop(index=[t for t in tidy.index if t == "(Intercept)"])
-    labels = list(rows.index)[::-1]
+    labels = [_readable(term) for term in rows.index][::-1]
     ors = rows["OR"].to_numpy()[::-1]
     low = rows["OR 2.5%"].to_numpy()[::-1]
     high = rows["OR 97.5%"].to_numpy()[::-1]
@@ -96,6 +97,9 @@ def forest_plot(tidy: pd.DataFrame, path: Path, title: str) -> Path:
     ax.errorbar(ors, y, xerr=[ors - low, high - ors], fmt="s", color="#1f4e79", capsize=3)
     ax.axvline(1.0, color="grey", linestyle="--", linewidth=1)
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xticks([0.25, 0.5, 1, 2, 4])
     ax.set_yticks(list(y), labels)
     ax.set_xlabel("odds ratio of severe COVID-19 (95% CI, log scale)")
     ax.set_title(title, fontsize=10)
@@ -104,3 +108,12 @@ def forest_plot(tidy: pd.DataFrame, path: Path, title: str) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def _readable(term: str) -> str:
+    """R's coefficient names as a reader of the plot wants them."""
+    if term.startswith("dmt"):
+        return f"{term[3:].replace('_', ' ')} vs no therapy"
+    return {"age": "age (per year)", "sexmale": "male vs female", "edss": "EDSS (per point)"}.get(
+        term, term
+    )
