@@ -33,7 +33,7 @@ def run(config_file: str, log_level: str) -> None:
     """Run the gateway and the agent until interrupted."""
     from gateway.agent.agent import Agent
     from gateway.agent.config import AgentConfig, AgentConfigError
-    from gateway.agent.executors import GatewayExecutor
+    from gateway.agent.dispatch import executor_for_station
     from gateway.agent.link import CoordinatorLink
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
@@ -43,8 +43,7 @@ def run(config_file: str, log_level: str) -> None:
     except AgentConfigError as err:
         raise click.ClickException(str(err)) from None
 
-    app = server = None
-    sessions = None
+    app = server = node_cfg = None
     if cfg.gateway is not None:
         from gateway.node.app import create_app
         from gateway.node.config import ConfigError, NodeConfig
@@ -56,14 +55,17 @@ def run(config_file: str, log_level: str) -> None:
             raise click.ClickException(str(err)) from None
         click.echo("Starting the gateway (R) ...")
         app = create_app(node_cfg)
-        sessions = app.extensions["dsgateway"].sessions
         server = BackgroundServer(app, node_cfg.server.host, node_cfg.server.port).start()
         click.echo(f"Gateway on {server.url}")
     else:
         click.echo("No `gateway` in the configuration: only runs that need no R will work.")
 
     link = CoordinatorLink(cfg.api_url, key, cfg.request_timeout)
-    agent = Agent(cfg, link, GatewayExecutor(sessions, cfg.policy)).start()
+    try:  # image runs to Docker, the rest to the gateway (gateway/agent/dispatch.py)
+        executor = executor_for_station(cfg, link, app, node_cfg, server)
+    except AgentConfigError as err:
+        raise click.ClickException(str(err)) from None
+    agent = Agent(cfg, link, executor).start()
     click.echo(f"Agent connecting to {cfg.api_url}")
     relay = None
     if server is not None:  # relayed DataSHIELD calls (docs/relay.md) need the gateway
@@ -79,6 +81,7 @@ def run(config_file: str, log_level: str) -> None:
     finally:
         click.echo("Stopping ...")
         agent.stop(timeout=1)  # its threads are daemons: a long poll need not finish
+        executor.close()
         if relay is not None:
             relay.stop(timeout=1)
         if server is not None:

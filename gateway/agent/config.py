@@ -73,6 +73,8 @@ class _AgentSchema(Schema):
     backoff_max = fields.Float(load_default=30, validate=validate.Range(min=0.01))
     request_timeout = fields.Float(load_default=30, validate=validate.Range(min=1))
     policy = fields.Nested(_PolicySchema, load_default=lambda: _PolicySchema().load({}))
+    # Client images (checked by gateway.agent.dispatch.image_settings).
+    images = fields.Dict(load_default=None, allow_none=True)
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,7 @@ class AgentConfig:
     backoff_max: float = 30
     request_timeout: float = 30
     policy: Policy = field(default_factory=Policy)
+    images: dict[str, Any] | None = None  # see gateway/agent/dispatch.py
 
     @property
     def api_url(self) -> str:

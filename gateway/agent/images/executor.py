@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from gateway.agent.config import Policy
 from gateway.agent.executors import Executor, RunFailed, RunOutcome, check_policy
@@ -77,7 +78,11 @@ class ImageExecutor(Executor):
         policy: Policy,
         tokens: TokenSource,
         fallback: Executor | None = None,
+        on_status: Callable[[str, RunStatus, str], None] | None = None,
     ):
+        """`on_status(run_id, status, detail)`: each step of a run, e.g. to tell the
+        coordinator (called in the run's thread; it should not block for long)."""
+        self.on_status = on_status
         self.runner = runner
         self.policy = policy
         self.tokens = tokens
@@ -116,6 +121,8 @@ class ImageExecutor(Executor):
         def on_status(status: RunStatus, detail: str) -> None:
             with self._lock:
                 self._status[run_id] = (status, detail)
+            if self.on_status is not None:
+                self.on_status(run_id, status, detail)
 
         try:
             result: RunResult = self.runner.run(request, on_status)

@@ -2,7 +2,9 @@
 
 - `image_approvals`: the steward's current word on each digest (one row per digest);
 - `image_events`: every approval, rejection, revocation and change of rule, appended
-  and never updated, so the history survives the current state being changed.
+  and never updated, so the history survives the current state being changed;
+- `image_requests` (version 2): digests a run asked for that the steward has not
+  decided on yet, with who asked, for which collaboration, and the image's labels.
 
 The schema is small and node-local: it is made with `create_all` and versioned with
 SQLite's `user_version` (a later change adds an upgrade step in `ensure_schema`).
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, DateTime, Integer, String, Text, event, inspect, text
+from sqlalchemy import JSON, DateTime, Integer, String, Text, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -22,11 +24,12 @@ __all__ = [
     "Base",
     "ImageApproval",
     "ImageEvent",
+    "ImageRequest",
     "configure_engine",
     "ensure_schema",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: What a steward's current word on a digest can be.
 STATES = ("approved", "rejected", "revoked")
@@ -63,6 +66,20 @@ class ImageEvent(Base):
     collaborations: Mapped[list[int] | None] = mapped_column(JSON, nullable=True)
 
 
+class ImageRequest(Base):
+    """The last run that asked for a digest nobody decided on (one row per digest)."""
+
+    __tablename__ = "image_requests"
+
+    digest: Mapped[str] = mapped_column(String(71), primary_key=True)
+    image: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    requested_by: Mapped[str] = mapped_column(String(128))
+    requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    collaboration: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # The image's labels when the node has it (title, description, source ...).
+    labels: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+
+
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
     # WAL: the agent reads while the steward's CLI writes, neither waits for the other.
@@ -87,7 +104,6 @@ def ensure_schema(engine: Engine) -> None:
                     f"The image approval store has schema version {version}; this "
                     f"dsgateway knows version {SCHEMA_VERSION} only. Upgrade dsgateway."
                 )
-        missing = not inspect(conn).has_table(ImageApproval.__tablename__)
-        Base.metadata.create_all(conn)
-        if missing and engine.dialect.name == "sqlite":
+        Base.metadata.create_all(conn)  # a version 1 store gains image_requests
+        if engine.dialect.name == "sqlite":
             conn.execute(text(f"PRAGMA user_version = {SCHEMA_VERSION}"))

@@ -29,13 +29,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.agent.images.models import (
     STATES,
     ImageApproval,
     ImageEvent,
+    ImageRequest,
     configure_engine,
     ensure_schema,
 )
@@ -55,6 +56,9 @@ class Decision:
     allowed: bool
     reason: str
     digest: str | None = None  # the digest decided on (None if there was none)
+    # Refused because the steward has not decided on this digest yet (a request for
+    # approval is worth recording), not because of a decision or a bad reference.
+    undecided: bool = False
 
     def __bool__(self) -> bool:  # `if policy.check(...)` means what it says
         return self.allowed
@@ -292,6 +296,67 @@ class ImagePolicy:
                 for e in db.scalars(query)
             ]
 
+    # ------------------------------------------------------------ requests for approval
+
+    def request(
+        self,
+        digest: str,
+        *,
+        by: str,
+        image: str | None = None,
+        collaboration: int | None = None,
+        labels: dict[str, str] | None = None,
+    ) -> bool:
+        """Record that a run of `by` asked for `digest`, on which the steward has not
+        decided (the steward sees it in `requests()`, the coordinator in the mirror).
+        False when there is a decision already (nothing recorded)."""
+        digest = self._digest(digest)
+        now = datetime.now(UTC)
+        with self._sessions.begin() as db:
+            if db.get(ImageApproval, digest) is not None:
+                return False
+            row = db.get(ImageRequest, digest) or ImageRequest(digest=digest)
+            row.image = image[:512] if image else None
+            row.requested_by = (by or "")[:128]
+            row.requested_at = now
+            row.collaboration = collaboration
+            row.labels = {str(k)[:128]: str(v)[:1000] for k, v in (labels or {}).items()}
+            db.add(row)
+        self._audit(
+            action="image_request",
+            outcome="pending",
+            user=by or None,
+            digest=digest,
+            image=image,
+            collaboration=collaboration,
+        )
+        return True
+
+    def requests(self) -> list[dict[str, Any]]:
+        """Every digest a run asked for, with who asked last (decided ones included:
+        the mirror shows who asked for an approved image too)."""
+        with Session(self.engine) as db:
+            rows = db.scalars(select(ImageRequest).order_by(ImageRequest.requested_at))
+            return [
+                {
+                    "digest": r.digest,
+                    "image": r.image,
+                    "requested_by": r.requested_by,
+                    "requested_at": _iso(r.requested_at),
+                    "collaboration": r.collaboration,
+                    "labels": dict(r.labels or {}),
+                }
+                for r in rows
+            ]
+
+    def version(self) -> tuple:
+        """Changes whenever a decision or a request is written (cheap: for polling)."""
+        with Session(self.engine) as db:
+            events = db.scalar(select(func.max(ImageEvent.id)))
+            asked = db.scalar(select(func.max(ImageRequest.requested_at)))
+            count = db.scalar(select(func.count()).select_from(ImageRequest))
+        return (events, str(asked), count)
+
     # ------------------------------------------------------------ the check
 
     def check(
@@ -332,6 +397,7 @@ class ImagePolicy:
                 False,
                 f"Not approved: image {digest} has not been approved by this node's data steward.",
                 digest,
+                undecided=True,
             )
         when = _iso(found.decided_at)
         if found.state == "rejected":

@@ -175,6 +175,8 @@ class ImageRunner:
         decision = self.policy.check(req.image, req.digest, req.collaboration)
         result.digest = decision.digest
         if not decision.allowed:
+            if decision.undecided:
+                self._ask_steward(req, decision.digest)
             raise _Refused(decision.reason)
         files = self._input_files(req)
         t = time.monotonic()
@@ -223,6 +225,16 @@ class ImageRunner:
             result.timings["cleanup"] = time.monotonic() - t
             if box.problems:
                 log.error("run %s left behind: %s", req.run_id, "; ".join(box.problems))
+
+    def _ask_steward(self, req: RunRequest, digest: str) -> None:
+        """Record a request for approval. Docker is not asked for the image's labels:
+        an image nobody approved is not touched, not even inspected."""
+        try:
+            self.policy.request(
+                digest, by=req.user, image=req.image, collaboration=req.collaboration
+            )
+        except Exception:  # the refusal stands whether or not the request was kept
+            log.exception("run %s: could not record the request for approval", req.run_id)
 
     def _input_files(self, req: RunRequest) -> dict[str, bytes]:
         files: dict[str, bytes] = {}
