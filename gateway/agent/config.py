@@ -52,29 +52,120 @@ class _PolicySchema(Schema):
     class Meta:
         unknown = RAISE
 
-    collaborations = _AnyOrList(fields.Int(), load_default=None)
-    users = _AnyOrList(fields.Str(), load_default=None)
-    algorithms = _AnyOrList(fields.Str(), load_default=lambda: ["aggregate"])
-    projects = fields.List(fields.Str(), load_default=list)
-    profile = fields.Str(load_default="default")
+    collaborations = _AnyOrList(
+        fields.Int(),
+        load_default=None,
+        metadata={"description": 'Collaboration ids whose work this node accepts, or "*" for any.'},
+    )
+    users = _AnyOrList(
+        fields.Str(),
+        load_default=None,
+        metadata={
+            "description": (
+                "Researchers (user names) whose tasks and relayed calls this node "
+                'accepts, or "*" for any.'
+            )
+        },
+    )
+    algorithms = _AnyOrList(
+        fields.Str(),
+        load_default=lambda: ["aggregate"],
+        metadata={"description": 'Algorithms task runs may use, or "*" for any.'},
+    )
+    projects = fields.List(
+        fields.Str(),
+        load_default=list,
+        metadata={"description": "The projects task runs may read."},
+    )
+    profile = fields.Str(
+        load_default="default", metadata={"description": "The gateway profile task runs use."}
+    )
 
 
 class _AgentSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    coordinator = fields.Url(required=True, require_tld=False, schemes={"http", "https"})
-    api_key_env = fields.Str(load_default="DSGATEWAY_NODE_API_KEY")
-    gateway = fields.Str(load_default=None, allow_none=True)
-    poll_wait = fields.Float(load_default=55, validate=validate.Range(min=0, max=600))
-    heartbeat_interval = fields.Float(load_default=20, validate=validate.Range(min=0.1))
-    max_concurrent_runs = fields.Int(load_default=2, validate=validate.Range(min=1, max=64))
-    backoff_initial = fields.Float(load_default=0.5, validate=validate.Range(min=0.01))
-    backoff_max = fields.Float(load_default=30, validate=validate.Range(min=0.01))
-    request_timeout = fields.Float(load_default=30, validate=validate.Range(min=1))
-    policy = fields.Nested(_PolicySchema, load_default=lambda: _PolicySchema().load({}))
+    coordinator = fields.Url(
+        required=True,
+        require_tld=False,
+        schemes={"http", "https"},
+        metadata={"description": "The coordinator's base URL (its API is under /api)."},
+    )
+    api_key_env = fields.Str(
+        load_default="DSGATEWAY_NODE_API_KEY",
+        metadata={
+            "description": (
+                "The environment variable holding the node's API key (`dsgateway "
+                "coordinator nodes register` prints it); the key never goes in this "
+                "file."
+            )
+        },
+    )
+    gateway = fields.Str(
+        load_default=None,
+        allow_none=True,
+        metadata={
+            "description": "The gateway's configuration file (node.yaml), relative to this file."
+        },
+    )
+    poll_wait = fields.Float(
+        load_default=55,
+        validate=validate.Range(min=0, max=600),
+        metadata={
+            "description": (
+                "Seconds a long poll for work may wait (the coordinator caps it at LONG_POLL_MAX)."
+            )
+        },
+    )
+    heartbeat_interval = fields.Float(
+        load_default=20,
+        validate=validate.Range(min=0.1),
+        metadata={"description": "Seconds between heartbeats."},
+    )
+    max_concurrent_runs = fields.Int(
+        load_default=2,
+        validate=validate.Range(min=1, max=64),
+        metadata={"description": "Task runs executed at once."},
+    )
+    backoff_initial = fields.Float(
+        load_default=0.5,
+        validate=validate.Range(min=0.01),
+        metadata={
+            "description": (
+                "The first reconnect delay in seconds after a network fault; it doubles "
+                "up to backoff_max."
+            )
+        },
+    )
+    backoff_max = fields.Float(
+        load_default=30,
+        validate=validate.Range(min=0.01),
+        metadata={"description": "The longest reconnect delay in seconds."},
+    )
+    request_timeout = fields.Float(
+        load_default=30,
+        validate=validate.Range(min=1),
+        metadata={"description": "Seconds an ordinary request to the coordinator may take."},
+    )
+    policy = fields.Nested(
+        _PolicySchema,
+        load_default=lambda: _PolicySchema().load({}),
+        metadata={
+            "description": (
+                "What this node agrees to run, checked for every run whatever the coordinator says."
+            )
+        },
+    )
     # Client images (checked by gateway.agent.dispatch.image_settings).
-    images = fields.Dict(load_default=None, allow_none=True)
+    images = fields.Dict(
+        load_default=None,
+        allow_none=True,
+        metadata={
+            "description": "Client images this node runs under Docker (the `images` keys "
+            "below; see docs/client-images.md). Default: none."
+        },
+    )
 
 
 @dataclass(frozen=True)

@@ -116,8 +116,24 @@ class _StrictSchema(Schema):
 
 
 class _UserSchema(_StrictSchema):
-    password_hash = fields.String(required=True, validate=validate.Length(min=1))
-    projects = _ProjectsField(load_default=None)
+    password_hash = fields.String(
+        required=True,
+        validate=validate.Length(min=1),
+        metadata={
+            "description": (
+                "A scrypt (or pbkdf2) hash made by `dsgateway gateway hash-password`; a "
+                "plain password is refused."
+            )
+        },
+    )
+    projects = _ProjectsField(
+        load_default=None,
+        metadata={
+            "description": (
+                'The projects the user may read: a list of names, or "*" for all. Default: all.'
+            )
+        },
+    )
 
     @validates_schema
     def _hash_format(self, data, **kwargs):
@@ -130,11 +146,44 @@ class _UserSchema(_StrictSchema):
 
 
 class _TokenSchema(_StrictSchema):
-    issuer = fields.String(required=True)
-    audience = fields.String(required=True)
-    algorithms = fields.List(fields.String(), load_default=None)
-    public_key_file = fields.String(load_default=None)
-    secret_env = fields.String(load_default=None, validate=validate.Regexp(r"^[A-Z_][A-Z0-9_]*$"))
+    issuer = fields.String(
+        required=True,
+        metadata={"description": "The `iss` a token must carry (the coordinator's RELAY_ISSUER)."},
+    )
+    audience = fields.String(
+        required=True,
+        metadata={
+            "description": "The `aud` a token must carry (this node's audience at the coordinator)."
+        },
+    )
+    algorithms = fields.List(
+        fields.String(),
+        load_default=None,
+        metadata={
+            "description": (
+                "Accepted signature algorithms. Default: [RS256] with public_key_file, "
+                "[HS256] with secret_env; a key is only used with its own kind."
+            )
+        },
+    )
+    public_key_file = fields.String(
+        load_default=None,
+        metadata={
+            "description": (
+                "A PEM public key that verifies tokens (RS*, PS*, ES*). Give this or secret_env."
+            )
+        },
+    )
+    secret_env = fields.String(
+        load_default=None,
+        validate=validate.Regexp(r"^[A-Z_][A-Z0-9_]*$"),
+        metadata={
+            "description": (
+                "The name of an environment variable holding an HS256/384/512 secret "
+                "(never the secret itself). Give this or public_key_file."
+            )
+        },
+    )
 
     @validates_schema
     def _one_key(self, data, **kwargs):
@@ -152,48 +201,158 @@ class _TokenSchema(_StrictSchema):
 
 
 class _ProfileSchema(_StrictSchema):
-    packages = fields.List(fields.String(validate=validate.Length(min=1)), load_default=None)
-    blacklist = fields.List(fields.String(), load_default=list)
+    packages = fields.List(
+        fields.String(validate=validate.Length(min=1)),
+        load_default=None,
+        metadata={
+            "description": (
+                "The R packages whose AggregateMethods/AssignMethods count. Default: "
+                "every installed DataSHIELD package."
+            )
+        },
+    )
+    blacklist = fields.List(
+        fields.String(),
+        load_default=list,
+        metadata={
+            "description": (
+                "Method names (`meanDS`) or functions (`dsBase::meanDS`) taken out of the profile."
+            )
+        },
+    )
     options = fields.Dict(
         keys=fields.String(validate=validate.Regexp(r"^[A-Za-z][A-Za-z0-9._]*$")),
         values=fields.Raw(),
         load_default=dict,
+        metadata={
+            "description": (
+                "R options set when a session starts, over the packages' defaults (e.g. "
+                "`nfilter.tab: 5`). Values are R literals; other text is taken as a "
+                "string."
+            )
+        },
     )
 
 
 class _LimitsSchema(_StrictSchema):
-    max_sessions = fields.Integer(load_default=Limits.max_sessions, validate=validate.Range(1))
-    idle_timeout = fields.Float(load_default=Limits.idle_timeout, validate=validate.Range(1))
-    memory_per_session = fields.Integer(
-        load_default=Limits.memory_per_session, validate=validate.Range(64)
+    max_sessions = fields.Integer(
+        load_default=Limits.max_sessions,
+        validate=validate.Range(1),
+        metadata={
+            "description": (
+                "R sessions open at once on this node; logins beyond it are refused "
+                "with a clear message."
+            )
+        },
     )
-    command_timeout = fields.Float(load_default=Limits.command_timeout, validate=validate.Range(1))
-    warm_workers = fields.Integer(load_default=Limits.warm_workers, validate=validate.Range(0))
+    idle_timeout = fields.Float(
+        load_default=Limits.idle_timeout,
+        validate=validate.Range(1),
+        metadata={
+            "description": (
+                "Seconds without a request after which a session and its R process are closed."
+            )
+        },
+    )
+    memory_per_session = fields.Integer(
+        load_default=Limits.memory_per_session,
+        validate=validate.Range(64),
+        metadata={"description": "MB of memory one R session may use."},
+    )
+    command_timeout = fields.Float(
+        load_default=Limits.command_timeout,
+        validate=validate.Range(1),
+        metadata={
+            "description": (
+                "Seconds one command may run before its R process is stopped and the command fails."
+            )
+        },
+    )
+    warm_workers = fields.Integer(
+        load_default=Limits.warm_workers,
+        validate=validate.Range(0),
+        metadata={"description": "R processes kept started, so that a login does not wait for R."},
+    )
     interrupt_grace = fields.Float(
-        load_default=Limits.interrupt_grace, validate=validate.Range(0.1, 600)
+        load_default=Limits.interrupt_grace,
+        validate=validate.Range(0.1, 600),
+        metadata={
+            "description": (
+                "Seconds an over-time command gets to stop after an interrupt before "
+                "its R process is killed."
+            )
+        },
     )
 
 
 class _ServerSchema(_StrictSchema):
-    host = fields.String(load_default=ServerConfig.host)
-    port = fields.Integer(load_default=ServerConfig.port, validate=validate.Range(0, 65535))
-    threads = fields.Integer(load_default=ServerConfig.threads, validate=validate.Range(4, 1024))
-    max_body = fields.Integer(load_default=ServerConfig.max_body, validate=validate.Range(1024))
+    host = fields.String(
+        load_default=ServerConfig.host,
+        metadata={"description": "The address to listen on (`--host` wins)."},
+    )
+    port = fields.Integer(
+        load_default=ServerConfig.port,
+        validate=validate.Range(0, 65535),
+        metadata={"description": "The port to listen on (`--port` wins)."},
+    )
+    threads = fields.Integer(
+        load_default=ServerConfig.threads,
+        validate=validate.Range(4, 1024),
+        metadata={
+            "description": (
+                "Request threads; a client waiting for /lastresult holds one, so keep "
+                "it well above the number of sessions."
+            )
+        },
+    )
+    max_body = fields.Integer(
+        load_default=ServerConfig.max_body,
+        validate=validate.Range(1024),
+        metadata={
+            "description": "The largest request body in bytes; larger ones are refused with 400."
+        },
+    )
 
 
 class _OidcSchema(_StrictSchema):
-    issuer_uri = fields.String(required=True)
-    client_id = fields.String(required=True)
+    issuer_uri = fields.String(
+        required=True,
+        metadata={
+            "description": (
+                "The OpenID Connect issuer advertised at GET /actuator/info "
+                "(DSMolgenisArmadillo's device-flow login)."
+            )
+        },
+    )
+    client_id = fields.String(
+        required=True, metadata={"description": "The OpenID Connect client id advertised with it."}
+    )
 
 
 class _SqlTableSchema(_StrictSchema):
     # Checked again, and the URL opened, by datasources.TableCatalogue at start-up.
-    table = fields.String(required=True)
-    url = fields.String()
-    url_env = fields.String(validate=validate.Regexp(r"^[A-Z_][A-Z0-9_]*$"))
-    query = fields.String()
-    sql_table = fields.String()
-    schema = fields.String()
+    table = fields.String(
+        required=True, metadata={"description": "The table's name here, `project/folder/table`."}
+    )
+    url = fields.String(
+        metadata={"description": "A SQLAlchemy database URL. Give this or url_env."}
+    )
+    url_env = fields.String(
+        validate=validate.Regexp(r"^[A-Z_][A-Z0-9_]*$"),
+        metadata={
+            "description": (
+                "The name of an environment variable holding the URL (keeps a password "
+                "out of this file)."
+            )
+        },
+    )
+    query = fields.String(
+        metadata={"description": "A SELECT giving the table. Give this or sql_table."}
+    )
+    sql_table = fields.String(
+        metadata={"description": "The database table to read. Give this or query."}
+    )
+    schema = fields.String(metadata={"description": "The database schema of sql_table."})
 
     @validates_schema
     def _one_of(self, data, **kwargs):
@@ -204,24 +363,90 @@ class _SqlTableSchema(_StrictSchema):
 
 
 class _NodeSchema(_StrictSchema):
-    data_dir = fields.String(required=True)
-    state_dir = fields.String(load_default=None)
-    r_lib = fields.String(load_default=None)
-    sql_tables = fields.List(fields.Nested(_SqlTableSchema), load_default=list)
+    data_dir = fields.String(
+        required=True,
+        metadata={
+            "description": (
+                "The directory of the node's tables: "
+                "`data_dir/<project>/<folder>/<table>.parquet` (or .csv) is the table "
+                "`project/folder/table`."
+            )
+        },
+    )
+    state_dir = fields.String(
+        load_default=None,
+        metadata={
+            "description": (
+                "Where the gateway writes its audit log (`audit.log`) and saved "
+                "workspaces. Default: `var` next to this file."
+            )
+        },
+    )
+    r_lib = fields.String(
+        load_default=None,
+        metadata={
+            "description": (
+                "An R library searched before the system one. Default: $DSGATEWAY_R_LIB, else none."
+            )
+        },
+    )
+    sql_tables = fields.List(
+        fields.Nested(_SqlTableSchema),
+        load_default=list,
+        metadata={
+            "description": "Tables read from databases through SQLAlchemy (see docs/data.md)."
+        },
+    )
     users = fields.Dict(
         keys=fields.String(validate=validate.Regexp(NAME_PATTERN)),
         values=fields.Nested(_UserSchema),
         load_default=dict,
+        metadata={
+            "description": (
+                "Users who log in with a password: name -> {password_hash, projects}. "
+                "Names: letters, digits, `_`, `.`, `@`, `-`."
+            )
+        },
     )
-    tokens = fields.Nested(_TokenSchema, load_default=None)
+    tokens = fields.Nested(
+        _TokenSchema,
+        load_default=None,
+        metadata={
+            "description": (
+                "Verification of the coordinator's relay tokens (JWT). Without it, "
+                "tokens are refused."
+            )
+        },
+    )
     profiles = fields.Dict(
         keys=fields.String(validate=validate.Regexp(PROFILE_PATTERN)),
         values=fields.Nested(_ProfileSchema, allow_none=True),
         load_default=None,
+        metadata={
+            "description": (
+                "DataSHIELD profiles: name -> {packages, blacklist, options}. Default: "
+                "one profile `default` with every DataSHIELD package."
+            )
+        },
     )
-    limits = fields.Nested(_LimitsSchema, load_default=None)
-    server = fields.Nested(_ServerSchema, load_default=None)
-    oidc = fields.Nested(_OidcSchema, load_default=None)
+    limits = fields.Nested(
+        _LimitsSchema,
+        load_default=None,
+        metadata={"description": "Limits on R sessions and commands."},
+    )
+    server = fields.Nested(
+        _ServerSchema, load_default=None, metadata={"description": "The HTTP server."}
+    )
+    oidc = fields.Nested(
+        _OidcSchema,
+        load_default=None,
+        metadata={
+            "description": (
+                "If set, advertised at GET /actuator/info for DSMolgenisArmadillo's "
+                "device-flow login."
+            )
+        },
+    )
 
 
 def _flatten(messages: Any, prefix: str = "") -> list[str]:
