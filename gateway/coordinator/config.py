@@ -109,3 +109,77 @@ def load_settings(
         settings.update(test_config)
     settings.update(_from_env(environ))
     return settings
+
+
+# ---------------------------------------------------------------- what each setting means
+# Read by gateway/docs_reference.py for docs/reference/configuration.md (`make docs`); a
+# test fails when a setting has no description here.
+
+# Settings other modules read with a fallback of their own: that fallback, as text.
+OTHER_SETTINGS: dict[str, str] = {
+    "INSTANCE_PATH": "Flask's `instance/` folder",
+    "RELAY_PORT": "5001",
+    "RELAY_HUB": "auto",
+    "RELAY_TIMEOUT": "600",
+    "RELAY_POLL_GRACE": "10",
+    "RELAY_AUTH_CACHE": "5",
+    "CELERY_TASK_ALWAYS_EAGER": "false",
+}
+
+DESCRIPTIONS: dict[str, str] = {
+    "DATABASE_URL": "SQLAlchemy URL of the database (PostgreSQL in production, e.g. "
+    "`postgresql+psycopg://coord@db/coordinator`). Default: SQLite in the instance folder.",
+    "SECRET_KEY": "HS256 key of access and refresh tokens. Default: a random key made and "
+    "kept in the instance folder; give every API process the same one in production.",
+    "ACCESS_TOKEN_TTL": "Seconds an access token is valid.",
+    "REFRESH_TOKEN_TTL": "Seconds a refresh token is valid.",
+    "TOKEN_ISSUER": "`iss` of access and refresh tokens (their audience is `<issuer>/api`).",
+    "PASSWORD_HASH_METHOD": "werkzeug password hash method, with its cost (`scrypt` or "
+    "`scrypt:N:r:p`).",
+    "RELAY_ISSUER": "`iss` of relay tokens: the nodes' `tokens.issuer`.",
+    "RELAY_PRIVATE_KEY_FILE": "PEM private key that signs relay tokens (made by "
+    "`dsgateway coordinator relay-key`); nodes verify with its public key.",
+    "RELAY_SECRET": "HS256 secret that signs relay tokens instead (one machine; shared with "
+    "the nodes). Set this or RELAY_PRIVATE_KEY_FILE, not both.",
+    "RELAY_ALGORITHM": "Signature algorithm of relay tokens. Default: RS256 for a key file, "
+    "HS256 for a secret.",
+    "RELAY_TOKEN_TTL": "Seconds a relay token is valid.",
+    "RELAY_PORT": "Port of the relay listener (`dsgateway coordinator relay`).",
+    "RELAY_HUB": "Where relayed calls in flight are kept: `local` (one process), `redis` "
+    "(listener and API in different processes), `auto` (redis with a Redis broker).",
+    "RELAY_TIMEOUT": "Seconds a relayed call waits for the node's answer.",
+    "RELAY_POLL_GRACE": "Seconds after a node's last relay poll during which it still counts "
+    "as connected.",
+    "RELAY_AUTH_CACHE": "Seconds a verified relay token is remembered by the listener (a "
+    "role taken away takes effect within this time).",
+    "CELERY_BROKER_URL": "Celery broker: `memory://` is the embedded in-process transport "
+    "(no Redis, worker inside `serve`); `redis://...` for separate workers.",
+    "CELERY_RESULT_BACKEND": "Celery result backend.",
+    "CELERY_QUEUE": "The queue the coordinator's tasks go to (several coordinators may share "
+    "one Redis).",
+    "CELERY_TASK_ALWAYS_EAGER": "Run Celery tasks in the calling process (tests only).",
+    "SWEEP_INTERVAL": "Seconds between sweeps (run expiry, lost dispatches, retries).",
+    "REDISPATCH_AFTER": "Seconds after which a task still pending is dispatched again (its "
+    "message was lost).",
+    "NODE_OFFLINE_AFTER": "Seconds without a request after which a node is shown offline.",
+    "RUN_LEASE": "Seconds a started run may go without word from its agent before it goes "
+    "back to pending.",
+    "RUN_MAX_ATTEMPTS": "Attempts of a run before it fails.",
+    "TASK_DEFAULT_TIMEOUT": "Seconds until unfinished runs expire, when a task names none.",
+    "LONG_POLL_MAX": "The longest an agent's poll for work may wait, in seconds.",
+    "WORK_BATCH": "Work items handed out per poll, at most.",
+    "WORK_NOTIFIER": "How waiting long polls learn of new work: `local` (this process), "
+    "`redis` (across processes), `auto` (redis with a Redis broker).",
+    "REDIS_URL": "Redis for the notifier and the relay hub. Default: the broker's URL.",
+    "LOG_EXCERPT_CHARS": "Characters of a run's log kept (its end).",
+    "MAX_RESULT_BYTES": "The largest node result accepted, in bytes of JSON.",
+    "MAX_CONTENT_LENGTH": "The largest request body, in bytes.",
+    "AGGREGATOR_MODULES": "Python modules imported at start that register central "
+    "aggregation functions.",
+    "HOST": "Address `serve` listens on.",
+    "PORT": "Port `serve` listens on.",
+    "THREADS": "Request threads; each waiting long poll holds one.",
+    "CONNECTION_LIMIT": "Open connections accepted (a few per connected agent).",
+    "INSTANCE_PATH": "Folder of the SQLite database, the generated SECRET_KEY and the Celery "
+    "beat schedule.",
+}
