@@ -111,14 +111,14 @@ def test_researcher_submits_a_glm_and_sees_its_coefficients_table_and_plot(
     page.get_by_role("link", name="Submit a task here").click()
     page.wait_for_selector("#station-list input")
     page.get_by_label("Analysis").select_option("glm")
-    page.get_by_label("Table").fill("demo/cohort/patients")
+    page.get_by_label("Table", exact=True).fill("demo/cohort/patients")
     # The API's field message (400) appears next to the field it is about.
-    page.get_by_label("Formula").fill("outcome ~ age +")
+    page.get_by_label("Formula", exact=True).fill("outcome ~ age +")
     page.get_by_role("button", name="Submit task").click()
     page.locator("#formula-error").wait_for()
-    assert page.get_by_label("Formula").get_attribute("aria-invalid") == "true"
+    assert page.get_by_label("Formula", exact=True).get_attribute("aria-invalid") == "true"
     rp.shot("task-new-error")
-    page.get_by_label("Formula").fill("outcome ~ age + bmi")
+    page.get_by_label("Formula", exact=True).fill("outcome ~ age + bmi")
     page.get_by_label("Family").select_option("binomial")
     page.get_by_role("button", name="Submit task").click()
     page.wait_for_url(re.compile(r"/console/tasks/\d+$"))
@@ -136,7 +136,7 @@ def test_researcher_submits_a_glm_and_sees_its_coefficients_table_and_plot(
     # The odds-ratio plot: one point per term but the intercept.
     plot = page.locator("#result svg.plot")
     assert plot.locator("circle").count() == 2
-    assert "Odds ratios" in plot.locator("title").inner_text()
+    assert "Odds ratios" in plot.locator("title").text_content()
     assert page.locator("#runs").get_by_text("completed").count() >= 2
     rp.shot("task-glm")
     with page.expect_download() as download:
