@@ -1,36 +1,40 @@
 """The agent's relay loop: DataSHIELD HTTP calls that researchers' clients sent to the
 coordinator's relay listener, carried to this node's own gateway and answered.
 
-- A thread long-polls `GET /api/node/relay` (the node's API key), connecting out only.
+- Worker threads long-poll `POST /api/node/relay/exchange` (the node's API key),
+  connecting out only. A worker that has handled a call sends its answer in the same
+  request that waits for the next call, so a relayed call costs one request on the
+  node link (leader/followers: `pollers` threads wait for calls, 2 by default; a
+  worker that takes a call wakes or starts another so that calls arriving meanwhile
+  are taken at once; at most `workers`, 32, handle calls at the same time, because a
+  `/lastresult` blocks until its command is done and other sessions must not wait for
+  it; idle workers beyond the pollers park).
 - Each call is checked against the node's policy (`policy.collaborations`,
   `policy.users` of the agent's configuration), read from the relay token itself, not
   from what the coordinator says; a refused call is answered 403 in the face's format.
-- Allowed calls go to the local gateway over HTTP, in a thread pool (32 threads: a
-  `/lastresult` blocks until its command is done, and other sessions must not wait
-  for it; more sessions blocked at once than threads would queue the rest). The
-  gateway verifies the token (signature, issuer, audience, expiry) itself and audits
-  the call under the researcher's name, exactly as for a direct login.
-- The gateway's answer (status, headers, body) goes back by
-  `POST /api/node/relay/responses`; any network fault: back off (doubling, jittered)
-  and poll again.
+- Allowed calls go to the local gateway over a kept-alive HTTP connection per worker
+  (gateway.agent.keepalive). The gateway verifies the token (signature, issuer,
+  audience, expiry) itself and audits the call under the researcher's name, exactly
+  as for a direct login.
+- Any network fault: back off (doubling, jittered) and poll again; an answer not yet
+  delivered is kept and sent again until its caller's deadline.
 """
 
 from __future__ import annotations
 
 import base64
-import http.cookiejar
+import http.client
 import json
 import logging
 import random
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import jwt
-import requests
 
 from gateway.agent.config import Policy
+from gateway.agent.keepalive import KeepAlive
 
 __all__ = ["RelayAgent", "policy_refusal"]
 
@@ -95,16 +99,6 @@ def _error_answer(item: dict, status: int, message: str) -> dict:
     }
 
 
-class _NoCookies(http.cookiejar.DefaultCookiePolicy):
-    """The forwarding session must never keep one researcher's cookie for another."""
-
-    def set_ok(self, cookie, request):
-        return False
-
-    def return_ok(self, cookie, request):
-        return False
-
-
 class RelayAgent:
     def __init__(
         self,
@@ -115,6 +109,7 @@ class RelayAgent:
         *,
         poll_wait: float = 30,
         workers: int = 32,
+        pollers: int = 2,
         backoff_initial: float = 0.5,
         backoff_max: float = 30,
         request_timeout: float = 30,
@@ -123,15 +118,23 @@ class RelayAgent:
         self.gateway_url = gateway_url.rstrip("/")
         self.policy = policy
         self.poll_wait = poll_wait
+        self.workers = max(1, workers)
+        self.pollers = max(1, min(pollers, self.workers))
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.request_timeout = request_timeout
-        self._link = requests.Session()
-        self._link.headers.update({"X-Api-Key": api_key, "User-Agent": "dsgateway-agent-relay"})
-        self._local = threading.local()
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="relay")
+        self._link_headers = {
+            "X-Api-Key": api_key,
+            "User-Agent": "dsgateway-agent-relay",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+        }
+        self._cond = threading.Condition()
+        self._polling = 0  # workers waiting in an exchange for new calls
+        self._parked = 0  # workers with nothing to do
+        self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._backoff = backoff_initial
         self.connected = False
         self.forwarded = 0
         self.refused = 0
@@ -153,128 +156,165 @@ class RelayAgent:
     # ------------------------------------------------------------ life cycle
 
     def start(self) -> RelayAgent:
-        self._thread = threading.Thread(target=self.run_forever, name="agent-relay", daemon=True)
-        self._thread.start()
+        with self._cond:
+            for _ in range(self.pollers):
+                self._spawn()
         return self
 
     def stop(self, timeout: float = 5) -> None:
         self._stop.set()
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        if self._thread is not None:
-            self._thread.join(timeout)
-        self._link.close()
+        with self._cond:
+            self._cond.notify_all()
+            threads = list(self._threads)
+        end = time.monotonic() + timeout
+        for thread in threads:
+            thread.join(max(0.0, end - time.monotonic()))
 
-    # ------------------------------------------------------------ the poll loop
-
-    def run_forever(self) -> None:
-        backoff = self.backoff_initial
-        while not self._stop.is_set():
-            try:
-                items = self._poll()
-                backoff = self.backoff_initial
-            except Exception as err:  # any fault: back off and poll again
-                if self.connected:
-                    log.warning("relay link lost (%s); reconnecting with backoff", err)
-                self.connected = False
-                delay = backoff * (0.5 + random.random() / 2)  # noqa: S311 (jitter)
-                self._stop.wait(delay)
-                backoff = min(backoff * 2, self.backoff_max)
-                continue
-            if not self.connected:
-                log.info("relay connected to %s", self.api_url)
-            self.connected = True
-            for item in items:
-                self._pool.submit(self._handle, item)
-
-    def _poll(self) -> list[dict]:
-        r = self._link.get(
-            f"{self.api_url}/node/relay",
-            params={"wait": self.poll_wait, "limit": 20},
-            timeout=self.request_timeout + self.poll_wait,
+    def _spawn(self) -> None:
+        """A new worker (the caller holds the lock)."""
+        thread = threading.Thread(
+            target=self._worker, name=f"agent-relay-{len(self._threads)}", daemon=True
         )
-        if r.status_code != 200:
-            raise RuntimeError(f"coordinator answered {r.status_code}: {r.text[:200]}")
-        return r.json()["requests"]
+        self._threads.append(thread)
+        thread.start()
+
+    # ------------------------------------------------------------ the workers
+
+    def _worker(self) -> None:
+        link = KeepAlive(self.api_url, timeout=self.request_timeout)
+        gateway = KeepAlive(self.gateway_url, timeout=self.request_timeout, proxies=False)
+        answers: list[tuple[dict, dict]] = []  # (call, its answer) not yet delivered
+        deadline = 0.0  # the latest moment the callers of `answers` still wait
+        try:
+            while not self._stop.is_set():
+                with self._cond:
+                    polls = self._polling < self.pollers
+                    if polls:
+                        self._polling += 1
+                    elif not answers:
+                        self._parked += 1
+                        self._cond.wait_for(
+                            lambda: self._stop.is_set() or self._polling < self.pollers
+                        )
+                        self._parked -= 1
+                        continue
+                try:
+                    calls = self._exchange(link, answers, self.poll_wait if polls else 0)
+                    answers = []
+                except Exception as err:  # any fault: back off and try again
+                    self._link_lost(err)
+                    if answers and time.monotonic() > deadline:
+                        log.warning("relay answers dropped: the coordinator is unreachable")
+                        answers = []
+                    continue
+                finally:
+                    if polls:
+                        with self._cond:
+                            self._polling -= 1
+                self._link_up()
+                if not calls:
+                    continue
+                self._more_pollers()
+                for item in calls:
+                    answers.append((item, self._handle(gateway, item)))
+                    deadline = time.monotonic() + float(item.get("timeout") or 60)
+        finally:
+            link.close()
+            gateway.close()
+
+    def _more_pollers(self) -> None:
+        """This worker is busy with a call: if no other waits for the next calls, have
+        one do so. (While another waits, this one answers with its next poll.)"""
+        with self._cond:
+            if self._polling > 0 or self._stop.is_set():
+                return
+            if self._parked:
+                self._cond.notify()
+            elif len(self._threads) < self.workers:
+                self._spawn()
+
+    def _link_up(self) -> None:
+        if not self.connected:
+            log.info("relay connected to %s", self.api_url)
+        self.connected = True
+        self._backoff = self.backoff_initial
+
+    def _link_lost(self, err: Exception) -> None:
+        if self.connected:
+            log.warning("relay link lost (%s); reconnecting with backoff", err)
+        self.connected = False
+        delay = self._backoff * (0.5 + random.random() / 2)  # noqa: S311 (jitter)
+        self._backoff = min(self._backoff * 2, self.backoff_max)
+        self._stop.wait(delay)
+
+    def _exchange(
+        self, link: KeepAlive, answers: list[tuple[dict, dict]], wait: float
+    ) -> list[dict]:
+        """Deliver `answers`, then wait up to `wait` s for one call; the calls taken."""
+        payload = {"responses": [a for _, a in answers], "wait": wait, "limit": 1}
+        status, _, data = self._post(link, payload, wait)
+        if status == 413 and answers:  # an answer too large for the relay: say so instead
+            message = "The node's answer is too large for the relay (MAX_CONTENT_LENGTH)."
+            payload["responses"] = [_error_answer(item, 500, message) for item, _ in answers]
+            status, _, data = self._post(link, payload, wait)
+        if status != 200:
+            raise RuntimeError(f"coordinator answered {status}: {data[:200]!r}")
+        body = json.loads(data)
+        if body.get("unknown"):
+            log.info("relay answers nobody waits for any more: %s", body["unknown"])
+        return body["requests"]
+
+    def _post(self, link: KeepAlive, payload: dict, wait: float):
+        return link.request(
+            "POST",
+            "/node/relay/exchange",
+            json.dumps(payload).encode(),
+            self._link_headers,
+            timeout=self.request_timeout + wait,
+        )
 
     # ------------------------------------------------------------ one call
 
-    def _handle(self, item: dict) -> None:
+    def _handle(self, gateway: KeepAlive, item: dict) -> dict:
         try:
             refusal = policy_refusal(item, self.policy)
             if refusal is not None:
                 self.refused += 1
                 log.info("relay call %s %s refused: %s", item["method"], item["path"], refusal)
-                answer = _error_answer(item, 403, refusal)
-            else:
-                answer = self._forward(item)
-                self.forwarded += 1
+                return _error_answer(item, 403, refusal)
+            answer = self._forward(gateway, item)
+            self.forwarded += 1
+            return answer
         except Exception as err:  # never leave the caller without an answer
             log.exception("relay call failed")
-            answer = _error_answer(item, 500, f"Relay error at the node ({type(err).__name__}).")
-        deadline = time.monotonic() + float(item.get("timeout") or 60)
-        if self._answer(answer, deadline) == 413:
-            message = "The node's answer is too large for the relay (MAX_CONTENT_LENGTH)."
-            self._answer(_error_answer(item, 500, message), deadline)
+            return _error_answer(item, 500, f"Relay error at the node ({type(err).__name__}).")
 
-    def _session(self) -> requests.Session:
-        s = getattr(self._local, "session", None)
-        if s is None:
-            s = requests.Session()
-            s.cookies.set_policy(_NoCookies())
-            s.trust_env = False  # the gateway is local: no proxies
-            self._local.session = s
-        return s
-
-    def _forward(self, item: dict) -> dict:
-        url = self.gateway_url + item["path"]
+    def _forward(self, gateway: KeepAlive, item: dict) -> dict:
+        path = item["path"]
         if item.get("query"):
-            url += "?" + item["query"]
+            path += "?" + item["query"]
+        # Only what the client sent that DataSHIELD needs: never a cookie of this
+        # connection's earlier calls (it keeps none), never anything else.
         headers = {
             name: value
             for name, value in item.get("headers") or []
             if name.lower() in FORWARDED_HEADERS
         }
-        headers.setdefault("Accept-Encoding", "identity")
         try:
-            r = self._session().request(
+            status, pairs, data = gateway.request(
                 item["method"],
-                url,
-                data=base64.b64decode(item.get("body") or ""),
-                headers=headers,
-                timeout=(10, float(item.get("timeout") or 600)),
-                allow_redirects=False,
+                path,
+                base64.b64decode(item.get("body") or ""),
+                headers,
+                timeout=float(item.get("timeout") or 600),
             )
-        except requests.RequestException as err:
+        except (OSError, http.client.HTTPException) as err:
             return _error_answer(
                 item, 500, f"The node's gateway could not be reached ({type(err).__name__})."
             )
-        pairs = [[k, v] for k, v in r.raw.headers.items()]
         return {
             "id": item["id"],
-            "status": r.status_code,
-            "headers": pairs,
-            "body": base64.b64encode(r.content).decode("ascii"),
+            "status": status,
+            "headers": [[k, v] for k, v in pairs],
+            "body": base64.b64encode(data).decode("ascii"),
         }
-
-    def _answer(self, answer: dict, deadline: float) -> int | None:
-        """Post the answer; the coordinator's status (None: never got through)."""
-        backoff = self.backoff_initial
-        while not self._stop.is_set():
-            try:
-                r = self._link.post(
-                    f"{self.api_url}/node/relay/responses",
-                    json={"responses": [answer]},
-                    timeout=self.request_timeout,
-                )
-                if r.status_code < 500:
-                    if r.status_code != 200:
-                        log.warning("relay answer refused: %s %s", r.status_code, r.text[:200])
-                    return r.status_code
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                log.warning("relay answer %s dropped: the coordinator is unreachable", answer["id"])
-                return None
-            self._stop.wait(backoff)
-            backoff = min(backoff * 2, self.backoff_max)
-        return None

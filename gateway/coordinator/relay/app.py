@@ -13,7 +13,8 @@ answer is 401/403/404/500 in the face's own error format. Then the request (meth
 path, query, body, and the headers DataSHIELD needs, including the same bearer token:
 the node's gateway verifies it again) goes to the node's agent through the hub, and the
 gateway's answer comes back unchanged (status, body, Content-Type, Set-Cookie,
-Location). Every call is audited here (`relay.call`) and at the node by its gateway.
+Location). Every call is audited here (`relay.call`, by auditor.py's thread) and at the
+node by its gateway.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from types import SimpleNamespace
 from typing import Any
 
 import jwt
@@ -34,6 +34,7 @@ from sqlalchemy import select
 from gateway.coordinator import audit, db
 from gateway.coordinator.authz import Principal
 from gateway.coordinator.models import Node, User
+from gateway.coordinator.relay.auditor import CallAuditor
 
 __all__ = ["Grant", "RelayRefused", "create_relay_app"]
 
@@ -123,6 +124,8 @@ def create_relay_app(coordinator_app: Flask) -> Flask:
     hub = hub_of(coordinator_app)
     timeout = float(cfg.get("RELAY_TIMEOUT", 600))
     tokens = services(coordinator_app).tokens
+    auditor = CallAuditor(coordinator_app)
+    app.extensions["relay_auditor"] = auditor
 
     def verify(token: str, face: str, path_node: int | None) -> tuple[User, Node, dict]:
         key = tokens.relay_key
@@ -219,28 +222,6 @@ def create_relay_app(coordinator_app: Flask) -> Flask:
                 grants[key] = (until, grant)
         return grant
 
-    def record_call(grant: Grant, detail: dict, outcome: str) -> None:
-        try:
-            _record_call(grant, detail, outcome)
-        except Exception:  # the answer is gone already; say so in the log
-            log.exception("could not audit a relay call")
-
-    def _record_call(grant: Grant, detail: dict, outcome: str) -> None:
-        with coordinator_app.app_context():
-            target = SimpleNamespace(id=grant.node_id, collaboration_id=grant.collaboration_id)
-            audit.record(
-                "relay.call",
-                target,
-                outcome=outcome,
-                target_type="node",
-                actor_type="user",
-                actor_id=grant.user_id,
-                actor_name=grant.user_name,
-                organization_id=grant.organization_id,
-                detail=detail,
-            )
-            db.commit()
-
     def relay(face: str, path: str, path_node: int | None) -> Response:
         token = _token(face)
         if token is None:
@@ -312,8 +293,8 @@ def create_relay_app(coordinator_app: Flask) -> Flask:
         detail["status"] = status
         detail["ms"] = round((time.monotonic() - started) * 1000, 1)
         outcome = "ok" if status < 400 else "failed"
-        # Written once the answer is on its way: the client does not wait for it.
-        response.call_on_close(lambda: record_call(grant, detail, outcome))
+        # Written by the auditor's thread: the client does not wait for it.
+        auditor.put(grant, detail, outcome)
         return response
 
     @app.route("/nodes/<int:node_id>/ws", defaults={"path": ""}, methods=METHODS)

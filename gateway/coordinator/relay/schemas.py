@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-__all__ = ["RelayPollOut", "RelayPollQuery", "RelayResponsesIn", "RelayResponsesOut"]
+__all__ = [
+    "RelayExchangeIn",
+    "RelayExchangeOut",
+    "RelayPollOut",
+    "RelayPollQuery",
+    "RelayResponsesIn",
+    "RelayResponsesOut",
+]
 
 _HEADERS = fields.List(
     fields.List(fields.Str(), validate=validate.Length(equal=2)),
@@ -60,3 +67,25 @@ class RelayResponsesOut(Schema):
         required=True,
         metadata={"description": "Calls nobody waits for any more (timed out)."},
     )
+
+
+class RelayExchangeIn(Schema):
+    """Answers of earlier calls and, in the same request, the long poll for the next
+    ones: an agent thread that has just answered a call is at once the one waiting for
+    the next, so a relayed call costs one request on the node link, not two."""
+
+    responses = fields.List(
+        fields.Nested(RelayResponseIn), load_default=list, validate=validate.Length(max=100)
+    )
+    wait = fields.Float(
+        load_default=0,
+        validate=validate.Range(min=0, max=600),
+        metadata={"description": "Seconds to wait for a relay call (capped by LONG_POLL_MAX)."},
+    )
+    limit = fields.Int(load_default=1, validate=validate.Range(min=0, max=100))
+
+
+class RelayExchangeOut(Schema):
+    accepted = fields.List(fields.Str(), required=True)
+    unknown = fields.List(fields.Str(), required=True)
+    requests = fields.List(fields.Nested(RelayRequestOut), required=True)

@@ -1,0 +1,78 @@
+"""The central audit of relayed calls, written by a thread of its own, in batches.
+
+Writing each call's `relay.call` event in the request's thread costs a database commit
+(on SQLite an fsync) per call, and the client's next call on the same connection waits
+for it (the server handles one request per connection at a time). Here the request
+thread only queues the event; one writer commits whatever has queued up meanwhile in
+one transaction. Events are written within moments, in order; refusals are still
+written before the refusal is answered (app.py), so a refused caller is always on
+record. `flush()` waits until every event queued so far is written.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from types import SimpleNamespace
+from typing import Any
+
+from flask import Flask
+
+from gateway.coordinator import audit, db
+
+__all__ = ["CallAuditor"]
+
+log = logging.getLogger(__name__)
+_BATCH = 200
+
+
+class CallAuditor:
+    def __init__(self, app: Flask):
+        self.app = app
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="relay-audit", daemon=True)
+        self._thread.start()
+
+    def put(self, grant: Any, detail: dict, outcome: str) -> None:
+        self._queue.put((grant, detail, outcome))
+
+    def flush(self, timeout: float = 30) -> bool:
+        done = threading.Event()
+        self._queue.put(done)
+        return done.wait(timeout)
+
+    def _run(self) -> None:
+        while True:
+            items = [self._queue.get()]
+            while len(items) < _BATCH:
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            events = [i for i in items if not isinstance(i, threading.Event)]
+            if events:
+                try:
+                    self._write(events)
+                except Exception:  # the answers are gone already; say so in the log
+                    log.exception("could not audit %d relay calls", len(events))
+            for item in items:
+                if isinstance(item, threading.Event):
+                    item.set()
+
+    def _write(self, events: list[tuple]) -> None:
+        with self.app.app_context():
+            for grant, detail, outcome in events:
+                target = SimpleNamespace(id=grant.node_id, collaboration_id=grant.collaboration_id)
+                audit.record(
+                    "relay.call",
+                    target,
+                    outcome=outcome,
+                    target_type="node",
+                    actor_type="user",
+                    actor_id=grant.user_id,
+                    actor_name=grant.user_name,
+                    organization_id=grant.organization_id,
+                    detail=detail,
+                )
+            db.commit()
