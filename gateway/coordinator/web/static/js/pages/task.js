@@ -30,17 +30,20 @@ function why(r) {
   return parts.length ? h("div", {}, parts) : "—";
 }
 
+// Multi-round tasks (glm) have one run per station per round: the round is shown then.
 function runsTable(runs, nodeName) {
+  const rounds = runs.some((r) => (r.round ?? 0) > 0);
   return table(
-    ["Station", "Status", "Attempts", "Started", "Finished", "Message"],
+    [rounds ? "Round" : null, "Station", "Status", "Attempts", "Started", "Finished", "Message"].filter(Boolean),
     runs.map((r) => [
+      rounds ? String((r.round ?? 0) + 1) : null,
       nodeName(r.node_id),
       badge(r.status + (r.phase && !FINAL.has(r.status) ? ` (${r.phase})` : "")),
       String(r.attempts ?? "—"),
       fmtTime(r.started_at),
       fmtTime(r.finished_at),
       why(r),
-    ]),
+    ].filter((c) => c !== null)),
   );
 }
 
