@@ -14,7 +14,7 @@ APT_PACKAGES := r-base-core r-base-dev r-cran-jsonlite r-cran-httr chromium
 R_PKG_SRC := algorithms/R/dsGatewayBase
 R_PKG_FILES := $(shell find $(R_PKG_SRC) -type f 2>/dev/null)
 
-.PHONY: all setup system-deps venv rpkg test test-fast lint demo bench clean
+.PHONY: all setup system-deps venv rpkg test test-fast lint demo bench docs clean
 
 all: test
 
@@ -59,6 +59,10 @@ lint: venv
 DEMO_ARGS ?=
 demo: setup
 	$(PY) -m gateway.cli demo $(DEMO_ARGS)
+
+## docs: regenerate docs/reference/ (configuration and REST API) from the code
+docs: venv
+	$(PY) -m gateway.docs_reference all
 
 ## bench: measure the figures in docs/performance.md (writes it anew)
 bench: setup

@@ -291,8 +291,10 @@ def _gateway_demo(seed: int, keep: bool) -> None:
 
 from gateway.agent.cli import node  # noqa: E402 (the station's group: gateway + agent)
 from gateway.coordinator.cli import coordinator  # noqa: E402 (the coordinator's group)
+from gateway.docs_reference import docs  # noqa: E402 (generated references, `make docs`)
 
 cli.add_command(coordinator)
+cli.add_command(docs)
 cli.add_command(node)
 
 

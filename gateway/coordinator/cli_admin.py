@@ -10,7 +10,6 @@ See docs/coordinator.md, "Administration from the command line".
 from __future__ import annotations
 
 import click
-from sqlalchemy import select
 
 from gateway.coordinator.cli_common import (
     admin_session,
@@ -43,6 +42,8 @@ def organizations() -> None:
 @json_option
 def organizations_list(as_json: bool) -> None:
     """Every organisation."""
+    from sqlalchemy import select
+
     from gateway.coordinator.models import Organization
     from gateway.coordinator.schemas import OrganizationOut
 
@@ -120,6 +121,8 @@ def users() -> None:
 @json_option
 def users_list(organization, as_json: bool) -> None:
     """Every user, with her roles."""
+    from sqlalchemy import select
+
     from gateway.coordinator.models import Organization, User
     from gateway.coordinator.schemas import UserOut
 
@@ -142,6 +145,8 @@ def users_list(organization, as_json: bool) -> None:
 def users_create(username: str, organization: str, email, as_json: bool) -> None:
     """Create USERNAME. The password comes from $DSGATEWAY_USER_PASSWORD or is prompted
     for. Give her roles with `users roles add`."""
+    from sqlalchemy import select
+
     from gateway.coordinator.models import Organization, User
     from gateway.coordinator.schemas import UserIn, UserOut
     from gateway.coordinator.security import hash_password
@@ -342,6 +347,8 @@ def collaborations() -> None:
 @json_option
 def collaborations_list(as_json: bool) -> None:
     """Every collaboration, with its member organisations."""
+    from sqlalchemy import select
+
     from gateway.coordinator.models import Collaboration
     from gateway.coordinator.schemas import CollaborationOut
 

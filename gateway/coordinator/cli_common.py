@@ -13,13 +13,13 @@ import json
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from marshmallow import Schema, ValidationError
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
-from sqlalchemy.orm import Session
+
+if TYPE_CHECKING:  # the coordinator's packages load only when a command runs
+    from marshmallow import Schema
+    from sqlalchemy.orm import Session
 
 __all__ = [
     "USER_PASSWORD_ENV",
@@ -43,6 +43,8 @@ json_option = click.option(
 @contextmanager
 def admin_session() -> Iterator[tuple[Any, Session]]:
     """The coordinator app (settings as for `serve`) and its database session."""
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
     from gateway.coordinator import create_app, db
     from gateway.coordinator.errors import CoordinatorError
 
@@ -89,6 +91,8 @@ def _flatten(messages: Any, prefix: str = "") -> list[str]:
 
 def load(schema: type[Schema], data: dict[str, Any], partial: bool = False) -> dict[str, Any]:
     """The API's validation of a request body, as a command-line error."""
+    from marshmallow import ValidationError
+
     data = {k: v for k, v in data.items() if not (partial and v is None)}
     try:
         return schema().load(data)
@@ -104,6 +108,8 @@ _WHAT = {"Organization": "organisation"}
 
 def resolve(s: Session, model: type, ref: str | int) -> Any:
     """An object by id (digits) or by its name (username for users)."""
+    from sqlalchemy import select
+
     what = _WHAT.get(model.__name__, model.__name__.lower())
     ref = str(ref).strip()
     if ref.isdigit():

@@ -5,7 +5,6 @@ these commands share with the REST API)."""
 from __future__ import annotations
 
 import click
-from sqlalchemy import select
 
 from gateway.coordinator.cli_common import (
     admin_session,
@@ -58,6 +57,8 @@ def _show_key(node_out: dict, key: str, as_json: bool) -> None:
 @json_option
 def nodes_list(collaboration, organization, as_json: bool) -> None:
     """Every node, with its last contact."""
+    from sqlalchemy import select
+
     from gateway.coordinator.models import Collaboration, Node, Organization
     from gateway.coordinator.schemas import NodeOut
 
