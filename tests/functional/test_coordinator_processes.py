@@ -3,7 +3,10 @@
 and three `dsgateway node run` stations (a gateway over R and an agent each, on
 different data). A researcher runs an `aggregate` task on all three; a station's agent
 is killed and restarted mid-task; the coordinator is killed and restarted mid-task.
-Every task ends completed, nothing is lost or doubled."""
+Every task ends completed, nothing is lost or doubled.
+
+The processes are started by `tests.functional.stack`. `Process` and `Federation`
+below are the older helpers, kept only while test_relay_processes.py imports them."""
 
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import pytest
 import requests
 import yaml
 
+from tests.functional.stack import Stack, running_stack
 from tests.unit.coordinator.fixtures import TEST_RELAY_SECRET
 
 pytestmark = [pytest.mark.slow, pytest.mark.r]
@@ -163,64 +167,14 @@ class Federation:
 
 @pytest.fixture
 def federation(tmp_path, r_lib):
-    fed = Federation(tmp_path, r_lib)
-    env = {**fed.env, "DSGATEWAY_ADMIN_PASSWORD": ADMIN_PASSWORD}
-    subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "coordinator", "create-admin"],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-    fed.start_coordinator()
-    try:
-        fed.login()
-        orgs = [
-            fed.api("POST", "/organizations", json={"name": f"Hospital {c}"}).json()["id"]
-            for c in "ABC"
-        ]
-        collab = fed.api(
-            "POST", "/collaborations", json={"name": "study", "organization_ids": orgs}
-        ).json()
-        me = fed.api("GET", "/auth/me").json()
-        r = fed.api(
-            "POST",
-            f"/users/{me['id']}/roles",
-            json={"name": "researcher", "collaboration_id": collab["id"]},
-        )
-        assert r.status_code == 201, r.text
-        fed.collaboration = collab["id"]
-        fed.node_ids = {}
-        for seed, (org, name) in enumerate(zip(orgs, ("node-a", "node-b", "node-c"), strict=True)):
-            node = fed.api(
-                "POST",
-                "/nodes",
-                json={
-                    "name": name,
-                    "organization_id": org,
-                    "collaboration_id": collab["id"],
-                    "projects": ["demo"],
-                },
-            ).json()
-            fed.node_ids[name] = node["id"]
-            fed.add_station(name, node["api_key"], seed + 1, r_lib)
-        _until(
-            lambda: all(n["online"] for n in fed.api("GET", "/nodes").json()),
-            90,
-            "three stations online",
-        )
-        yield fed
-    finally:
-        fed.stop()
-        for log in sorted(tmp_path.glob("**/*.log")):
-            if log.name != "audit.log":
-                print(f"--- {log}\n{log.read_text()[-3000:]}")
+    with running_stack(tmp_path, r_lib) as stack:
+        yield stack
 
 
 DIMS = {"table": "demo/cohort/patients", "symbol": "D", "expressions": ['dimDS("D")']}
 
 
-def create_task(fed: Federation, **body) -> dict:
+def create_task(fed: Stack, **body) -> dict:
     r = fed.api(
         "POST",
         "/tasks",
@@ -235,7 +189,7 @@ def create_task(fed: Federation, **body) -> dict:
     return r.json()
 
 
-def finished(fed: Federation, task_id: int, timeout: float = 60) -> dict:
+def finished(fed: Stack, task_id: int, timeout: float = 60) -> dict:
     return _until(
         lambda: (
             (t := fed.api("GET", f"/tasks/{task_id}").json())["status"]
@@ -248,7 +202,7 @@ def finished(fed: Federation, task_id: int, timeout: float = 60) -> dict:
     )
 
 
-def node_dims(fed: Federation, task_id: int) -> dict[str, list]:
+def node_dims(fed: Stack, task_id: int) -> dict[str, list]:
     value = fed.api("GET", f"/tasks/{task_id}/result").json()["value"]
     names = {str(i): n for n, i in fed.node_ids.items()}
     return {names[k]: v["results"][0] for k, v in value.items()}
@@ -262,7 +216,7 @@ def test_a_federation_of_processes_survives_agent_and_coordinator_restarts(feder
     assert node_dims(fed, task["id"]) == {n: [500, 11] for n in ("node-a", "node-b", "node-c")}
 
     # A station's agent is killed: its run waits; restarted, the station catches up.
-    fed.nodes["node-c"].kill()
+    fed.kill_station("node-c")
     task = create_task(fed)
     _until(
         lambda: fed.api("GET", f"/tasks/{task['id']}").json()["runs"].get("completed") == 2,
@@ -270,14 +224,14 @@ def test_a_federation_of_processes_survives_agent_and_coordinator_restarts(feder
         "the two live stations",
     )
     assert fed.api("GET", f"/tasks/{task['id']}").json()["status"] == "running"
-    fed.nodes["node-c"].start()
+    fed.start_station("node-c")
     done = finished(fed, task["id"], timeout=90)
     assert done["status"] == "completed", done["message"]
     assert len(node_dims(fed, task["id"])) == 3
 
     # The coordinator is killed right after accepting a task, and started again.
     task = create_task(fed)
-    fed.coordinator.kill()
+    fed.kill_coordinator()
     fed.start_coordinator()
     done = finished(fed, task["id"], timeout=90)
     assert done["status"] == "completed", done["message"]
