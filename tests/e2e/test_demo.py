@@ -162,3 +162,44 @@ def test_the_logistic_regression_equals_r_glm_on_the_pooled_data(demo, pooled, t
         assert _close(tidy[term]["OR 2.5%"], np.exp(est - 1.959963984540054 * se)), term
     assert _close(study["glm"]["deviance"], r["deviance"][0])
     assert _close(study["glm"]["aic"], r["aic"][0])
+
+
+def _docs_block(containing: str, lang: str) -> str:
+    text = (ROOT / "docs" / "getting-started.md").read_text()
+    blocks = text.split("```")[1::2]
+    return next(b[len(lang) :] for b in blocks if b.startswith(lang) and containing in b)
+
+
+@pytest.mark.timeout(900)
+def test_keep_running_then_the_docs_commands_then_stop(tmp_path, r_lib):
+    """--keep-running leaves the federation up; the Python code and the audit command of
+    docs/getting-started.md work against it as written; --stop ends every process."""
+    env = {**os.environ, "DSGATEWAY_R_LIB": r_lib, "R_LIBS_USER": r_lib}
+    cli = [sys.executable, "-m", "gateway.cli"]
+
+    def run(args, **kw):
+        return subprocess.run(
+            args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, **kw
+        )
+
+    started = run([*cli, "demo", "--keep-running", "--no-progress"])
+    assert started.returncode == 0, started.stdout[-3000:] + started.stderr[-3000:]
+    work = tmp_path / "demo-run"
+    assert f"Stop everything with: dsgateway demo --stop --workdir {work}" in started.stdout
+    pids = [int(p) for p in (work / "pids").read_text().split()]
+    assert len(pids) == 4
+    try:
+        snippet = run([sys.executable, "-c", _docs_block("open_relay_session", "python")])
+        assert snippet.returncode == 0, snippet.stderr[-3000:]
+        assert "combined" in snippet.stdout and "dmtrituximab_ocrelizumab" in snippet.stdout
+        command = _docs_block("gateway audit", "\n").strip().split()
+        assert command[0] == "dsgateway"
+        audit = run([*cli, *command[1:]])
+        assert audit.returncode == 0, audit.stderr
+        assert "tableDS(" in audit.stdout and "alice" in audit.stdout
+    finally:
+        stopped = run([*cli, "demo", "--stop"])
+    assert stopped.stdout.strip() == "Stopped 4 processes."
+    for pid in pids:
+        assert not os.path.exists(f"/proc/{pid}") or "Z" in open(f"/proc/{pid}/stat").read()
+    assert not (work / "pids").exists()
