@@ -71,7 +71,7 @@ def run(config_file: str, log_level: str) -> None:
     if server is not None:  # relayed DataSHIELD calls (docs/relay.md) need the gateway
         from gateway.agent.relay import RelayAgent
 
-        relay = RelayAgent.from_config(cfg, key, server.url).start()
+        relay = RelayAgent.from_config(cfg, key, server.url, gateway_app=app).start()
 
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
