@@ -280,3 +280,29 @@ def test_refused_commands_write_nothing(app, client, fed, cli):
         keys = s.execute(select(Node.name, Node.api_key_hash).order_by(Node.id)).all()
     assert client.get("/api/node/me", headers=fed.world.as_node("node-b")).status_code == 200
     assert len(keys) == 3
+
+
+def test_the_example_in_docs_coordinator_md_runs_as_written(app, client, cli):
+    import shlex
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parents[3] / "docs" / "coordinator.md"
+    block = doc.read_text(encoding="utf-8").split("<!-- cli-example -->\n```\n", 1)[1]
+    lines = [line for line in block.split("```", 1)[0].splitlines() if line.strip()]
+    outputs = []
+    for line in lines:
+        words = shlex.split(line)
+        assert words[:2] == ["dsgateway", "coordinator"], line
+        outputs.append(cli(*words[2:], password=NEW_PASSWORD).output)
+
+    key = next(w for out in outputs for w in out.split() if w.startswith("dsg_") and len(w) > 20)
+    assert client.get("/api/node/me", headers={"X-Api-Key": key}).json["name"] == "node-a"
+    token = outputs[lines.index(next(x for x in lines if "tokens relay" in x))].splitlines()[-1]
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert (claims["sub"], claims["exp"] - claims["iat"]) == ("alice", 28800)
+    users = json.loads(outputs[-1])
+    assert [(u["username"], [r["name"] for r in u["roles"]]) for u in users] == [
+        ("alice", ["researcher"]),
+        ("sam", ["data_steward"]),
+    ]
+    assert login(client, "alice", NEW_PASSWORD).status_code == 200
