@@ -1,0 +1,360 @@
+"""Image tasks end to end: a real coordinator (HTTP, SQLite, its Celery worker thread),
+two stations whose agents are wired as `dsgateway node run` wires them
+(gateway.agent.dispatch.build_executor: Docker runner, approval store, approval sync),
+a real gateway (R) and a real Docker daemon with images built here.
+
+What the sandbox itself stops (data dir, host network, coordinator, internet, read-only
+root, fork and memory bombs, endless loops) is shown in test_client_images.py against
+the same runner; here: the coordinator's path around it: approvals at each node decide,
+statuses reach the researcher, approvals are mirrored, decisions made at the
+coordinator are applied by the node, and both audit logs hold every step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import textwrap
+import threading
+import time
+
+import pandas as pd
+import pytest
+import requests
+from click.testing import CliRunner
+
+from gateway.agent.agent import Agent
+from gateway.agent.config import AgentConfig
+from gateway.agent.dispatch import build_executor
+from gateway.agent.images.cli import images as images_cli
+from gateway.agent.images.policy import ImagePolicy
+from gateway.agent.link import CoordinatorLink
+from gateway.coordinator import create_app, db
+from gateway.coordinator.celery_app import EmbeddedWorker
+from gateway.coordinator.migrate import upgrade
+from gateway.coordinator.models import AuditEvent, ImageRunPhase
+from gateway.coordinator.server import BackgroundServer
+from gateway.node.audit import AuditLog
+from tests.e2e.conftest import PY_BASE
+from tests.unit.coordinator.fixtures import TEST_RELAY_SECRET, World
+
+pytestmark = [pytest.mark.slow, pytest.mark.r, pytest.mark.timeout(900)]
+
+TABLE = "demo/cohort/patients"
+PROBE = "script.py"  # what the probe image runs
+MEAN_SCRIPT = """
+    answer = session.aggregate("meanDS(D$age)")
+    write_json("mean.json", answer["node"])
+"""
+
+
+def until(check, timeout: float, what: str):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class Station:
+    def __init__(self, name: str, state_dir, gateway):
+        self.name = name
+        self.state_dir = state_dir
+        self.node_cfg = dataclasses.replace(gateway.config, state_dir=state_dir)
+        self.audit = AuditLog(self.node_cfg.audit_path)
+
+    def policy(self) -> ImagePolicy:
+        """The steward's store, opened as the CLI opens it (another handle)."""
+        return ImagePolicy.in_state_dir(self.state_dir, self.audit)
+
+    def cli(self, *args: str) -> dict:
+        out = CliRunner().invoke(images_cli, ["--state-dir", str(self.state_dir), *args])
+        assert out.exit_code == 0, out.output
+        return json.loads(out.output.splitlines()[-1])
+
+    def audit_lines(self, action: str) -> list[dict]:
+        return AuditLog(self.node_cfg.audit_path).read(action=action)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, docker_client, image_gateway, image_tokens):
+    tmp = tmp_path_factory.mktemp("image-tasks")
+    url = f"sqlite:///{tmp / 'coordinator.db'}"
+    upgrade(url)
+    app = create_app(
+        {
+            "DATABASE_URL": url,
+            "INSTANCE_PATH": str(tmp / "instance"),
+            "SECRET_KEY": "image-tasks-" + "k" * 40,
+            "PASSWORD_HASH_METHOD": "scrypt:1024:8:1",
+            "RELAY_SECRET": TEST_RELAY_SECRET,
+            "SWEEP_INTERVAL": 0.5,
+            "LONG_POLL_MAX": 5,
+        }
+    )
+    worker = EmbeddedWorker(app).start()
+    server = BackgroundServer(app, threads=16).start()
+    w = World(app, app.test_client())
+    org_a, org_b = w.org("Hospital A"), w.org("Hospital B")
+    w.study = w.collaboration("study", org_a, org_b)
+    w.node_ids = {
+        "node-a": w.node("node-a", org_a, w.study),
+        "node-b": w.node("node-b", org_b, w.study),
+    }
+    w.user("alice", org_a, ("researcher", None, w.study))
+    w.user("steward_a", org_a, ("data_steward", org_a, w.study))
+    w.user("steward_b", org_b, ("data_steward", org_b, w.study))
+    w.url = server.url + "/api"
+    w.stations, stoppers = {}, []
+    for name in ("node-a", "node-b"):
+        station = Station(name, tmp / name, image_gateway)
+        cfg = AgentConfig.from_dict(
+            {
+                "coordinator": server.url,
+                "poll_wait": 2,
+                "heartbeat_interval": 1,
+                "backoff_initial": 0.05,
+                "backoff_max": 0.5,
+                "request_timeout": 10,
+                "policy": {"algorithms": ["image"], "projects": ["demo"]},
+                "images": {
+                    "proxy_image": PY_BASE,
+                    "docker_host": os.environ["DOCKER_HOST"],  # set by docker_client
+                    "node_name": f"e2e-tasks-{name}",
+                    "pull": False,
+                    "sync_interval": 0.3,
+                    "limits": {"wall_time": 120},
+                },
+            }
+        )
+        link = CoordinatorLink(cfg.api_url, w.keys[name], cfg.request_timeout)
+        executor = build_executor(
+            cfg, link, None, station.node_cfg, image_gateway.address, station.audit
+        )
+        agent = Agent(cfg, link, executor).start()
+        station.executor = executor
+        stoppers.append((agent, executor))
+        w.stations[name] = station
+    try:
+        yield w
+    finally:
+        threads = [threading.Thread(target=a.stop, args=(2,)) for a, _ in stoppers]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for _, executor in stoppers:
+            executor.close()
+        server.stop()
+        worker.stop()
+        db.engine(app).dispose()
+
+
+def api(w, method: str, path: str, user: str = "alice", **kw):
+    return requests.request(method, w.url + path, headers=w.as_user(user), timeout=30, **kw)
+
+
+def image_task(w, image: str, script: str, file: str = "analysis.py", **body) -> dict:
+    r = api(
+        w,
+        "POST",
+        "/image-tasks",
+        json={
+            "collaboration_id": w.study,
+            "image": image,
+            "files": {file: textwrap.dedent(script)},
+            "parameters": {"script": file, "tables": {"D": TABLE}},
+            **body,
+        },
+    )
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def finished_runs(w, task_id: int) -> dict[str, dict]:
+    def check():
+        task = api(w, "GET", f"/tasks/{task_id}").json()
+        return task["status"] in ("completed", "failed", "cancelled")
+
+    until(check, 300, f"task {task_id}")
+    runs = api(w, "GET", f"/tasks/{task_id}/image-runs").json()
+    return {r["node_name"]: r for r in runs}
+
+
+def mirrored(w, digest: str, states: dict[str, str]) -> dict[str, dict]:
+    """Wait until the coordinator shows these states of `digest`; each node's entry."""
+
+    def check():
+        listing = api(w, "GET", f"/collaborations/{w.study}/images", params={"digest": digest})
+        entries = listing.json()
+        if not entries:
+            return None
+        at = {n["node_name"]: n for n in entries[0]["nodes"]}
+        return at if all(at[k]["state"] == v for k, v in states.items()) else None
+
+    return until(check, 60, f"the mirror of {digest} to show {states}")
+
+
+def central_audit(w, action: str) -> list[AuditEvent]:
+    with w.app.app_context():
+        rows = db.session().query(AuditEvent).filter(AuditEvent.action == action).all()
+        return [(e.actor_name, e.outcome, dict(e.detail)) for e in rows]
+
+
+def pooled_mean_age(gateway) -> float:
+    return float(pd.read_parquet(gateway.data_dir / f"{TABLE}.parquet")["age"].mean())
+
+
+# ---------------------------------------------------------------- the tests
+
+
+def test_an_approved_image_runs_at_two_nodes_and_returns_its_output(
+    stack, client_python, image_gateway
+):
+    w = stack
+    a, b = w.stations["node-a"], w.stations["node-b"]
+    ref = f"dsgateway-test/client-python:dev@{client_python}"
+    # Node A's steward decides at the station (the CLI); node B's from the coordinator.
+    a.cli("approve", client_python, "--reason", "reviewed v1", "--by", "dana", "--image", ref)
+    r = api(
+        w,
+        "POST",
+        f"/nodes/{w.node_ids['node-b']}/images/decisions",
+        user="steward_b",
+        json={"digest": client_python, "decision": "approve", "reason": "reviewed too"},
+    )
+    assert r.status_code == 202, r.text
+    at = mirrored(w, client_python, {"node-a": "approved", "node-b": "approved"})
+    assert (at["node-a"]["decided_by"], at["node-a"]["may_run"]) == ("dana", True)
+    assert at["node-b"]["decided_by"] == "steward_b (via coordinator)"
+    decided = api(w, "GET", f"/nodes/{w.node_ids['node-b']}/images/decisions", user="steward_b")
+    assert [d["status"] for d in decided.json()] == ["applied"]
+
+    task = image_task(w, ref, MEAN_SCRIPT)
+    runs = finished_runs(w, task["id"])
+    expected = pooled_mean_age(image_gateway)
+    for name in ("node-a", "node-b"):
+        run = runs[name]
+        assert run["status"] == "completed", (run["message"], run["log"])
+        outputs = {o["name"]: o for o in run["result"]["outputs"]}
+        assert outputs["mean.json"]["content"]["EstimatedMean"] == pytest.approx(expected)
+        assert run["digest"] == client_python
+    assert api(w, "GET", f"/tasks/{task['id']}").json()["status"] == "completed"
+    value = api(w, "GET", f"/tasks/{task['id']}/result").json()["value"]
+    assert set(value) == {str(i) for i in w.node_ids.values()}
+    # The nodes said where their runs were while they worked.
+    with w.app.app_context():
+        phases = {p.run_id: p.phase for p in db.session().query(ImageRunPhase)}
+    assert sorted(phases[r["run_id"]] for r in runs.values()) == ["running", "running"]
+
+    # The gateway saw the researcher; both audit logs hold the decisions and the runs.
+    assert any("meanDS" in (c.get("expression") or "") for c in image_gateway.audit(user="alice"))
+    assert [(e["user"], e["digest"]) for e in a.audit_lines("image_approve")] == [
+        ("dana", client_python)
+    ]
+    assert [e["user"] for e in b.audit_lines("image_approve")] == ["steward_b (via coordinator)"]
+    for station in (a, b):
+        ran = [e for e in station.audit_lines("image_run") if e["digest"] == client_python]
+        assert [(e["status"], e["user"]) for e in ran] == [("completed", "alice")]
+    approvals = [d for _, _, d in central_audit(w, "image.approve") if d["digest"] == client_python]
+    assert sorted(d["by"] for d in approvals) == ["dana", "steward_b (via coordinator)"]
+    assert [actor for actor, _, _ in central_audit(w, "image.decision.applied")] == ["node-b"]
+    results = [d for _, _, d in central_audit(w, "run.result")]
+    assert [d["status"] for d in results][-2:] == ["completed", "completed"]
+
+
+def test_a_changed_byte_is_a_new_digest_refused_everywhere_and_asked_for(
+    stack, probe_image, docker_client, tmp_path
+):
+    w = stack
+    context = tmp_path / "changed"
+    context.mkdir()
+    (context / "Dockerfile").write_text("FROM dsgateway-test/probe:dev\nCOPY extra /extra\n")
+    (context / "extra").write_bytes(b"\x01")
+    approved, _ = docker_client.images.build(path=str(context), rm=True)
+    (context / "extra").write_bytes(b"\x02")
+    changed, _ = docker_client.images.build(path=str(context), rm=True)
+    assert approved.id != changed.id
+    for station in w.stations.values():
+        station.cli("approve", approved.id, "--reason", "reviewed extra=01", "--by", "dana")
+    script = "import json; json.dump({'ok': True}, open('/output/ok.json', 'w'))\n"
+    ok = finished_runs(
+        w, image_task(w, f"dsgateway-test/probe:dev@{approved.id}", script, PROBE)["id"]
+    )
+    assert {n: r["status"] for n, r in ok.items()} == {"node-a": "completed", "node-b": "completed"}
+
+    refused = finished_runs(
+        w, image_task(w, f"dsgateway-test/probe:dev@{changed.id}", script)["id"]
+    )
+    for run in refused.values():
+        assert run["status"] == "not approved"
+        assert f"image {changed.id} has not been approved" in run["message"]
+    # Each node recorded the request, and mirrors it: the stewards see who asked.
+    at = mirrored(w, changed.id, {"node-a": "pending", "node-b": "pending"})
+    assert {n["requested_by"] for n in at.values()} == {"alice"}
+    assert {n["requested_collaboration_id"] for n in at.values()} == {w.study}
+    for station in w.stations.values():
+        asked = [e for e in station.audit_lines("image_request") if e["digest"] == changed.id]
+        assert [e["user"] for e in asked] == ["alice"]
+        runs = [e for e in station.audit_lines("image_run") if e["digest"] == changed.id]
+        assert [(e["status"], e["outcome"]) for e in runs] == [("not approved", "refused")]
+    asked = [d for _, _, d in central_audit(w, "image.request") if d["digest"] == changed.id]
+    assert len(asked) == 2
+
+
+def test_a_rejection_and_a_revocation_end_runs_not_approved_with_the_reason(stack, probe_image):
+    w = stack
+    a, b = w.stations["node-a"], w.stations["node-b"]
+    a.cli("approve", probe_image, "--reason", "probe reviewed", "--by", "dana")
+    b.cli("reject", probe_image, "--reason", "no network probes here", "--by", "erik")
+    script = "import json; json.dump({'hello': 1}, open('/output/hello.json', 'w'))\n"
+    runs = finished_runs(
+        w, image_task(w, f"dsgateway-test/probe:dev@{probe_image}", script, PROBE)["id"]
+    )
+    assert runs["node-a"]["status"] == "completed"
+    assert runs["node-a"]["result"]["outputs"][0]["content"] == {"hello": 1}
+    assert runs["node-b"]["status"] == "not approved"
+    assert "rejected by erik" in runs["node-b"]["message"]
+    assert "no network probes here" in runs["node-b"]["message"]
+
+    # Revoked at node A: the next run there does not start, at once.
+    a.cli("revoke", probe_image, "--reason", "superseded by v2", "--by", "dana")
+    runs = finished_runs(
+        w, image_task(w, f"dsgateway-test/probe:dev@{probe_image}", script, PROBE)["id"]
+    )
+    assert runs["node-a"]["status"] == "not approved"
+    assert "revoked by dana" in runs["node-a"]["message"]
+
+    # A decision from the coordinator the node cannot apply comes back refused.
+    r = api(
+        w,
+        "POST",
+        f"/nodes/{w.node_ids['node-a']}/images/decisions",
+        user="steward_a",
+        json={"digest": probe_image, "decision": "revoke", "reason": "again"},
+    )
+    assert r.status_code == 202
+    url = f"/nodes/{w.node_ids['node-a']}/images/decisions"
+
+    def answered():
+        mine = [d for d in api(w, "GET", url, user="steward_a").json() if d["id"] == r.json()["id"]]
+        return mine[0] if mine[0]["status"] != "queued" else None
+
+    done = until(answered, 60, "node A to answer the decision")
+    assert done["status"] == "refused" and "nothing to revoke" in done["message"]
+
+    at = mirrored(w, probe_image, {"node-a": "revoked", "node-b": "rejected"})
+    assert at["node-b"]["reason"] == "no network probes here"
+    assert [e["digest"] for e in b.audit_lines("image_reject")] == [probe_image]
+    assert [e["digest"] for e in a.audit_lines("image_revoke")] == [probe_image]
+    assert [e["outcome"] for e in a.audit_lines("image_decision")] == ["refused"]
+    central = {
+        action: [d["by"] for _, _, d in central_audit(w, action) if d["digest"] == probe_image]
+        for action in ("image.reject", "image.revoke")
+    }
+    assert central == {"image.reject": ["erik"], "image.revoke": ["dana"]}
+    refused = central_audit(w, "image.decision.refused")
+    assert [(actor, outcome) for actor, outcome, _ in refused] == [("node-a", "refused")]
