@@ -245,7 +245,7 @@ class DemoFederation:
             "backoff_max": 5,
             "policy": {
                 "collaborations": [self.collaboration_id],
-                "algorithms": ["aggregate"],
+                "algorithms": ["aggregate", "glm"],
                 "projects": [PROJECT],
             },
         }

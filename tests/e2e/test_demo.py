@@ -65,6 +65,7 @@ def test_the_demo_prints_the_study_and_says_where_everything_is(demo):
         "2. Therapy x severe COVID-19",
         "3. Logistic regression",
         "4. The same counts and means as a coordinator task",
+        "5. The same regression as a coordinator task (glm)",
         "Audit trail",
         "Stopped.",
     ):
@@ -162,6 +163,13 @@ def test_the_logistic_regression_equals_r_glm_on_the_pooled_data(demo, pooled, t
         assert _close(tidy[term]["OR 2.5%"], np.exp(est - 1.959963984540054 * se)), term
     assert _close(study["glm"]["deviance"], r["deviance"][0])
     assert _close(study["glm"]["aic"], r["aic"][0])
+    # The same model as a coordinator task (rounds of agents' glmDS2) agrees with both.
+    task = study["glm_task"]
+    assert task["status"] == "completed" and task["nobs"] == len(model)
+    for term, est, se in zip(r["terms"], r["est"], r["se"], strict=True):
+        assert _close(task["tidy"][term]["estimate"], est), term
+        assert _close(task["tidy"][term]["se"], se), term
+    assert task["largest_relative_difference"] < 1e-8
 
 
 def _docs_block(containing: str, lang: str) -> str:
