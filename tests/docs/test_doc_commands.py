@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import ast
 import importlib
+import itertools
 import os
+import shutil
 import subprocess
 import sys
+import traceback
 from collections import defaultdict
 from pathlib import Path
 
@@ -148,10 +151,10 @@ def dsgateway_argv() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "gateway.cli"]
 
 
-def sandbox(tmp: Path) -> dict[str, str]:
+def sandbox(tmp: Path) -> dict[str, str | None]:
     """A directory a reader might run the docs in: node.yaml (data in data/, state in
     var/), an audit log with two entries at var/audit.log (the default place), and the
-    coordinator's settings pointing at SQLite here. Returns the environment."""
+    coordinator's settings pointing at SQLite here. Returns the environment changes."""
     from gateway.node.audit import AuditLog
 
     (tmp / "data" / "demo" / "cohort").mkdir(parents=True)
@@ -168,7 +171,7 @@ def sandbox(tmp: Path) -> dict[str, str]:
         expression="system(1)",
     )
     log.close()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DSGATEWAY_COORD")}
+    env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("DSGATEWAY_COORD")}
     env.update(
         DSGATEWAY_COORD_DATABASE_URL=f"sqlite:///{tmp / 'coordinator.db'}",
         DSGATEWAY_COORD_INSTANCE_PATH=str(tmp / "instance"),
@@ -177,38 +180,69 @@ def sandbox(tmp: Path) -> dict[str, str]:
     return env
 
 
+def provide_named_files(tmp: Path, argv: list[str]) -> None:
+    """A page may name a log or a node.yaml somewhere else (`--log demo-run/.../audit.log`,
+    made by the demo): put the sandbox's there when the path is relative and missing."""
+    sources = {"--log": tmp / "var" / "audit.log", "--config": tmp / "node.yaml"}
+    for option, value in itertools.pairwise(argv):
+        target = tmp / value
+        if option in sources and not Path(value).is_absolute() and not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(sources[option], target)
+
+
 RUN_PAGES = sorted({rel(i.file) for i in DSGATEWAY if classify(i)[0]})
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("page", RUN_PAGES)
-def test_documented_commands_run(page: str, tmp_path: Path):
+def test_documented_commands_run(page: str, tmp_path: Path, monkeypatch):
     """The page's runnable commands, as written, in document order, in one directory (a
-    guide's later step may use what an earlier one made)."""
+    guide's later step may use what an earlier one made). They run in this process
+    through click's runner (the whole command, from parsing to its last line; only the
+    interpreter start is saved); test_entry_point runs the installed `dsgateway`."""
+    from click.testing import CliRunner
+
     env = sandbox(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
     ran = 0
     for inv in (i for i in DSGATEWAY if rel(i.file) == page and classify(i)[0]):
         expected = "" if "--help" in inv.argv or "--version" in inv.argv else None
         if expected is None:
             expected = RUNNABLE[command_path(inv)]
-        done = subprocess.run(
-            dsgateway_argv() + inv.runnable_argv,
-            cwd=tmp_path,
+        provide_named_files(tmp_path, inv.runnable_argv)
+        done = runner.invoke(
+            cli,
+            inv.runnable_argv,
+            prog_name="dsgateway",
             env=env,
             input=f"{ADMIN_PASSWORD}\n{ADMIN_PASSWORD}\n",  # for a password prompt
-            capture_output=True,
-            text=True,
-            timeout=120,  # a guard against a hang, not a performance bound
         )
-        output = done.stdout + done.stderr
-        assert done.returncode == 0, (
-            f"{inv.where}: `{inv.text}` exited {done.returncode}:\n{output}"
-        )
+        output = done.output
+        if done.exception and not isinstance(done.exception, SystemExit):
+            output += "".join(traceback.format_exception(done.exception))
+        assert done.exit_code == 0, f"{inv.where}: `{inv.text}` exited {done.exit_code}:\n{output}"
         assert expected in output, (
             f"{inv.where}: `{inv.text}` did not print {expected!r}:\n{output}"
         )
         ran += 1
     assert ran
+
+
+def test_entry_point(tmp_path: Path):
+    """The installed `dsgateway` script itself, as readers type it."""
+    done = subprocess.run(
+        [*dsgateway_argv(), "gateway", "hash-password"],
+        input="a password\na password\n",
+        capture_output=True,
+        text=True,
+        timeout=120,  # a guard against a hang, not a performance bound
+    )
+    assert done.returncode == 0, done.stderr
+    hashed = done.stdout.strip().splitlines()[-1]
+    from werkzeug.security import check_password_hash
+
+    assert check_password_hash(hashed, "a password")
 
 
 def test_help_of_every_group_and_command():
