@@ -324,7 +324,7 @@ class ImagePolicy:
             db.add(row)
         self._audit(
             action="image_request",
-            outcome="pending",
+            outcome="ok",
             user=by or None,
             digest=digest,
             image=image,
