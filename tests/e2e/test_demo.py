@@ -211,3 +211,19 @@ def test_keep_running_then_the_docs_commands_then_stop(tmp_path, r_lib):
     for pid in pids:
         assert not os.path.exists(f"/proc/{pid}") or "Z" in open(f"/proc/{pid}/stat").read()
     assert not (work / "pids").exists()
+
+
+@pytest.mark.timeout(300)
+def test_the_gateway_only_demo_still_runs(tmp_path, r_lib):
+    env = {**os.environ, "DSGATEWAY_R_LIB": r_lib, "R_LIBS_USER": r_lib}
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "demo", "--gateway-only"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "meanDS(D$age)" in done.stdout and "nonsense(D$age) is refused" in done.stdout
+    assert not (tmp_path / "demo-run").exists()
