@@ -92,6 +92,7 @@ def test_organisations_collaborations_and_users_from_the_command_line(app, clien
         assert sorted(o.name for o in collab.organizations) == ["Hospital A", "Hospital B"]
         roles = s.execute(select(Role).order_by(Role.id)).scalars().all()
         b = s.execute(select(Organization).where(Organization.name == "Hospital B")).scalar()
+        b_id = b.id
         assert [
             (r.user.username, r.name, r.organization_id, r.collaboration_id) for r in roles
         ] == [
@@ -120,10 +121,19 @@ def test_organisations_collaborations_and_users_from_the_command_line(app, clien
     cli("users", "enable", "alice")
     assert login(client, "alice", "another password").status_code == 200
 
+    refresh = login(client, "alice", "another password").json["refresh_token"]
+    cli("tokens", "revoke", "--user", "alice")
+    assert client.post("/api/auth/refresh", json={"refresh_token": refresh}).status_code == 401
+
     cli("users", "roles", "remove", "alice", "researcher", "--collaboration", "study")
+    assert json.loads(cli("users", "roles", "list", "alice", "--json").output) == []
+    cli("organizations", "edit", "Hospital B", "--name", "Hospital Bee")
+    cli("users", "delete", "sam")
     with app.app_context():
-        alice = db.session().execute(select(User).where(User.username == "alice")).scalar()
-        assert alice.roles == []
+        s = db.session()
+        assert s.execute(select(User.username)).scalars().all() == ["alice"]
+        assert s.execute(select(func.count()).select_from(Role)).scalar() == 0
+        assert s.get(Organization, b_id).name == "Hospital Bee"
 
 
 def test_a_registered_nodes_key_works_on_the_node_link_until_rotated(app, client, cli, fed):
