@@ -145,8 +145,14 @@ class DemoFederation:
         self.relay_url = f"http://127.0.0.1:{relay_port}"
         home = self.work / "coordinator"
         home.mkdir()
+        # Embedded defaults whatever this shell says: no coordinator settings inherited.
+        inherited = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("DSGATEWAY_COORD", "DSGATEWAY_NODE_API_KEY"))
+        }
         env = {
-            **os.environ,
+            **inherited,
             "DSGATEWAY_COORD_INSTANCE_PATH": str(home),
             "DSGATEWAY_COORD_PORT": str(port),
             "DSGATEWAY_COORD_RELAY_PORT": str(relay_port),
@@ -154,8 +160,6 @@ class DemoFederation:
             # stations get in their environment, never in a file.
             "DSGATEWAY_COORD_RELAY_SECRET": self.relay_secret,
         }
-        for key in ("DSGATEWAY_COORDINATOR_CONFIG",):  # the demo uses embedded defaults
-            env.pop(key, None)
         echo(f"Coordinator: creating the administrator (instance folder {home}) ...")
         done = subprocess.run(
             [sys.executable, "-m", "gateway.cli", "coordinator", "create-admin"],
