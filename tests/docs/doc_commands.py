@@ -18,7 +18,7 @@ import contextlib
 import io
 import re
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -90,7 +90,7 @@ class Invocation:
     text: str  # the simple command as written
     fenced: bool  # a full command in a shell block (else an inline reference)
     elided: bool = False  # it had `...`: only the part before it is checked
-    notes: list[str] = field(default_factory=list)
+    container: bool = False  # `docker compose exec SERVICE dsgateway ...`
 
     @property
     def where(self) -> str:
@@ -169,6 +169,9 @@ def _program(words: list[str]) -> tuple[str | None, list[str]]:
         return "dsgateway", words[3:]
     if head == "make":
         return "make", words[1:]
+    if head in ("docker", "docker-compose", "podman") and "dsgateway" in words:
+        # `docker compose exec api dsgateway coordinator db current`: the command inside
+        return "dsgateway", words[words.index("dsgateway") + 1 :]
     return None, []
 
 
@@ -196,9 +199,9 @@ def invocations(path: Path) -> list[Invocation]:
                 if program is None:
                     continue
                 argv, elided = _normalise(argv)
-                found.append(
-                    Invocation(path, line_no, program, argv, shlex.join(words), True, elided)
-                )
+                inv = Invocation(path, line_no, program, argv, shlex.join(words), True, elided)
+                inv.container = words[0] in ("docker", "docker-compose", "podman")
+                found.append(inv)
     in_fence = False
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if FENCE.match(line):

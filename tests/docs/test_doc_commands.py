@@ -92,6 +92,8 @@ def classify(inv: Invocation) -> tuple[bool, str]:
     """(executed?, why not)."""
     if not inv.fenced:
         return False, "an inline reference"
+    if inv.container:
+        return False, "runs inside a container (docker compose exec/run)"
     if inv.runnable_argv is None:
         return False, "has a placeholder or `...`"
     if "--help" in inv.argv or "--version" in inv.argv:
