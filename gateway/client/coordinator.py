@@ -172,6 +172,21 @@ class CoordinatorClient:
             )
         return token
 
+    def datashield_session(
+        self,
+        collaboration_id: int,
+        relay_url: str,
+        nodes: list[int | str] | None = None,
+        *,
+        profile: str = "default",
+    ):
+        """An opened `datashield.DSSession` over the collaboration's nodes (or ``nodes``,
+        ids or names) through the relay at ``relay_url``, with this login; relay tokens
+        are fetched and renewed for it (gateway.client.relay)."""
+        from gateway.client.relay import relay_session
+
+        return relay_session(self, collaboration_id, relay_url, nodes, profile=profile)
+
     def wait(
         self, task_id: int, timeout: float = 3600, progress: bool = True, interval: float = 0.5
     ) -> dict:
