@@ -26,7 +26,9 @@ from gateway.client.errors import CoordinatorError
 __all__ = ["CoordinatorClient"]
 
 TASK_FINAL = frozenset({"completed", "failed", "cancelled"})
-RUN_FINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+RUN_FINAL = frozenset(
+    {"completed", "failed", "expired", "cancelled", "not approved", "killed", "timed out"}
+)
 
 
 class CoordinatorClient:
@@ -144,6 +146,31 @@ class CoordinatorClient:
         if timeout is not None:
             body["timeout"] = timeout
         return self._request("POST", "/tasks", json=body)
+
+    def create_image_task(
+        self,
+        collaboration_id: int,
+        image: str,
+        files: dict[str, str] | None = None,
+        parameters: Any = None,
+        nodes: list[int] | None = None,
+        **options: Any,
+    ) -> dict:
+        """POST /image-tasks: ``image`` pinned by digest (``name@sha256:...``), ``files``
+        put in the container's /input, ``parameters`` as /input/parameters.json;
+        ``options``: ``name``, ``timeout``, ``run_timeout`` (docs/client-images.md).
+        Follow it with ``image_runs(task_id)``."""
+        body: dict[str, Any] = {"collaboration_id": collaboration_id, "image": image}
+        body.update(files=files or {}, parameters=parameters, **options)
+        if nodes is not None:
+            body["node_ids"] = list(nodes)
+        return self._request("POST", "/image-tasks", json=body)
+
+    def image_runs(self, task_id: int) -> list[dict]:
+        """Each node's run of an image task: ``status`` (pending, pulling, starting,
+        running, completed, not approved, failed, killed, timed out ...), ``message``,
+        ``log`` and, once completed, ``result["outputs"]``."""
+        return self._request("GET", f"/tasks/{task_id}/image-runs")
 
     def task(self, task_id: int) -> dict:
         """One task; ``runs`` counts its runs by status."""

@@ -30,6 +30,7 @@ from gateway.agent.dispatch import build_executor
 from gateway.agent.images.cli import images as images_cli
 from gateway.agent.images.policy import ImagePolicy
 from gateway.agent.link import CoordinatorLink
+from gateway.client import CoordinatorClient
 from gateway.coordinator import create_app, db
 from gateway.coordinator.celery_app import EmbeddedWorker
 from gateway.coordinator.migrate import upgrade
@@ -37,7 +38,7 @@ from gateway.coordinator.models import AuditEvent, ImageRunPhase
 from gateway.coordinator.server import BackgroundServer
 from gateway.node.audit import AuditLog
 from tests.e2e.conftest import PY_BASE
-from tests.unit.coordinator.fixtures import TEST_RELAY_SECRET, World
+from tests.unit.coordinator.fixtures import PASSWORD, TEST_RELAY_SECRET, World
 
 pytestmark = [pytest.mark.slow, pytest.mark.r, pytest.mark.timeout(900)]
 
@@ -311,9 +312,14 @@ def test_a_rejection_and_a_revocation_end_runs_not_approved_with_the_reason(stac
     a.cli("approve", probe_image, "--reason", "probe reviewed", "--by", "dana")
     b.cli("reject", probe_image, "--reason", "no network probes here", "--by", "erik")
     script = "import json; json.dump({'hello': 1}, open('/output/hello.json', 'w'))\n"
-    runs = finished_runs(
-        w, image_task(w, f"dsgateway-test/probe:dev@{probe_image}", script, PROBE)["id"]
+    # Through the Python client this time.
+    researcher = CoordinatorClient(w.url)
+    researcher.login("alice", PASSWORD)
+    task = researcher.create_image_task(
+        w.study, f"dsgateway-test/probe:dev@{probe_image}", {PROBE: script}, name="hello"
     )
+    assert researcher.wait(task["id"], timeout=300, progress=False)["status"] == "failed"
+    runs = {r["node_name"]: r for r in researcher.image_runs(task["id"])}
     assert runs["node-a"]["status"] == "completed"
     assert runs["node-a"]["result"]["outputs"][0]["content"] == {"hello": 1}
     assert runs["node-b"]["status"] == "not approved"
