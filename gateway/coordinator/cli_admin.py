@@ -94,21 +94,26 @@ def organizations_edit(organization: str, name, description, as_json: bool) -> N
 
 
 def _user_rows(users) -> list[dict]:
+    from gateway.coordinator.cli_common import names
     from gateway.coordinator.schemas import UserOut
 
     rows = UserOut(many=True).dump(users)
+    known = names()
     for row in rows:
-        row["roles"] = [_role_text(r) for r in row["roles"]]
+        row["roles"] = [_role_text(r, known) for r in row["roles"]]
     return rows
 
 
-def _role_text(role: dict) -> str:
-    scope = []
-    if role["organization_id"] is not None:
-        scope.append(f"org {role['organization_id']}")
-    if role["collaboration_id"] is not None:
-        scope.append(f"collab {role['collaboration_id']}")
-    return f"{role['name']} ({' '.join(scope) or 'everything'})"
+def _role_text(role: dict, known: dict | None = None) -> str:
+    """`researcher in study`, `data_steward for Hospital B in study`, `admin of everything`."""
+    known = known or {"organization": {}, "collaboration": {}}
+    org, collab = role["organization_id"], role["collaboration_id"]
+    text = role["name"]
+    if org is not None:
+        text += f" for {known['organization'].get(org, org)}"
+    if collab is not None:
+        text += f" in {known['collaboration'].get(collab, collab)}"
+    return text if org is not None or collab is not None else text + " of everything"
 
 
 @click.group()
@@ -332,7 +337,9 @@ def roles_remove(user: str, role: str, organization, collaboration) -> None:
         )
         target.roles.remove(held)
         commit()
-        click.echo(f"Role {_role_text(spec)} taken from {target.username!r}.")
+        from gateway.coordinator.cli_common import names
+
+        click.echo(f"Role {_role_text(spec, names())} taken from {target.username!r}.")
 
 
 # ------------------------------------------------------------------ collaborations

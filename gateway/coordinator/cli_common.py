@@ -151,18 +151,61 @@ def _cell(value: Any) -> str:
     return text
 
 
-def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+def table(
+    rows: Sequence[dict[str, Any]], columns: Sequence[str], headings: Sequence[str] = ()
+) -> str:
+    headings = list(headings or columns)
     cells = [[_cell(row.get(c)) for c in columns] for row in rows]
-    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headings)]
 
     def line(values: Sequence[str]) -> str:
         return "  ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)).rstrip()
 
-    out = [line(columns), line(["-" * w for w in widths])]
+    out = [line(headings), line(["-" * w for w in widths])]
     out += [line(r) for r in cells]
     if not rows:
         out.append("(none)")
     return "\n".join(out)
+
+
+def names() -> dict[str, dict[int, str]]:
+    """Organisation and collaboration names by id, for tables people read."""
+    from sqlalchemy import select
+
+    from gateway.coordinator import db
+    from gateway.coordinator.models import Collaboration, Organization
+
+    s = db.session()
+    return {
+        kind: dict(s.execute(select(model.id, model.name)).all())
+        for kind, model in (("organization", Organization), ("collaboration", Collaboration))
+    }
+
+
+def _labelled(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Ids of organisations and collaborations shown as `name (id)`."""
+    known = names()
+
+    def label(kind: str, ident: Any) -> Any:
+        return ident if ident is None else f"{known[kind].get(ident, '?')} ({ident})"
+
+    out = []
+    for row in rows:
+        row = dict(row)
+        for kind in ("organization", "collaboration"):
+            if f"{kind}_id" in row:
+                row[f"{kind}_id"] = label(kind, row[f"{kind}_id"])
+        if "organization_ids" in row:
+            row["organization_ids"] = [label("organization", i) for i in row["organization_ids"]]
+        out.append(row)
+    return out
+
+
+_HEADINGS = {
+    "organization_id": "organization",
+    "collaboration_id": "collaboration",
+    "organization_ids": "organizations",
+}
 
 
 def emit(data: Any, columns: Sequence[str], as_json: bool) -> None:
@@ -170,7 +213,8 @@ def emit(data: Any, columns: Sequence[str], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
         return
-    click.echo(table(data if isinstance(data, list) else [data], columns))
+    rows = _labelled(data if isinstance(data, list) else [data])
+    click.echo(table(rows, columns, [_HEADINGS.get(c, c) for c in columns]))
 
 
 def password(confirm: bool = True) -> str:

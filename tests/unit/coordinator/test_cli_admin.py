@@ -106,8 +106,9 @@ def test_organisations_collaborations_and_users_from_the_command_line(app, clien
     assert [u["username"] for u in listed] == ["alice"]
     assert listed[0]["roles"][0]["collaboration_id"] == study["id"]
     table = cli("collaborations", "list").output
-    assert table.splitlines()[0].split()[:3] == ["id", "name", "organization_ids"]
-    assert "study" in table
+    assert table.splitlines()[0].split()[:3] == ["id", "name", "organizations"]
+    assert "Hospital A (" in table and "study" in table
+    assert "researcher in study" in cli("users", "list").output
 
     # The user logs in through the API with the password the command set.
     assert login(client, "alice", NEW_PASSWORD).status_code == 200
