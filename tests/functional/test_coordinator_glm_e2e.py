@@ -125,3 +125,16 @@ def test_the_worker_killed_mid_task_and_restarted(stack, reference):
     value = client.result(task["id"])["value"]
     _assert_equals_reference(value, reference)
     _check_rounds(client, done, value)
+
+
+def test_a_model_a_node_refuses_fails_the_task_with_the_nodes_reasons(stack):
+    client = stack.admin_client()
+    params = dict(PARAMS, formula="outcome ~ age + nosuchcolumn", variables=None)
+    del params["variables"]
+    task = client.create_task(stack.collaboration, "glm", params)
+    done = client.wait(task["id"], timeout=300, progress=False)
+    assert done["status"] == "failed" and done["round"] == 0
+    # Each node's own R error, from its gateway, named by node.
+    for name in stack.stations:
+        assert f"{name}: failed (glmDS1(" in done["message"], done["message"]
+    assert done["message"].count("object 'nosuchcolumn' not found") == 3
