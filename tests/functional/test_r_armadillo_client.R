@@ -7,6 +7,10 @@
 # Environment: DSG_URL, DSG_USER, DSG_PASSWORD, DSG_TABLE (project/folder/table with
 # columns age and sex), optionally DSG_TOKEN (a JWT for the same node), DSG_OTHER_USER
 # and DSG_OTHER_PASSWORD (a user who cannot read DSG_TABLE's project).
+# DSG_AUTH=token: the main session logs in with DSG_TOKEN (DSMolgenisArmadillo's
+# `token=`, a Bearer header on every call) instead of DSG_USER's password; the checks
+# are the same. This is how the script runs through the coordinator's relay, which
+# only knows relay tokens.
 # Output: TAP lines; the exit status is the number of failed checks (0: all passed).
 
 suppressPackageStartupMessages({
@@ -19,6 +23,16 @@ user <- Sys.getenv("DSG_USER")
 password <- Sys.getenv("DSG_PASSWORD")
 table <- Sys.getenv("DSG_TABLE")
 token <- Sys.getenv("DSG_TOKEN")
+by_token <- Sys.getenv("DSG_AUTH") == "token"
+# The main session's login, by password (Basic) or by token (Bearer).
+login <- function(password = Sys.getenv("DSG_PASSWORD"), profile = "default") {
+  if (by_token) {
+    bad <- password != Sys.getenv("DSG_PASSWORD")
+    ds_connect(url, token = if (bad) paste0(token, "x") else token, profile = profile)
+  } else {
+    ds_connect(url, user, password, profile = profile)
+  }
+}
 
 failures <- 0
 count <- 0
@@ -169,11 +183,11 @@ check("actuator/info answers JSON without credentials",
       info$status_code == 200 && is.list(content(info)))
 
 check_error("a wrong password is refused",
-            ds_connect(url, user, paste0(password, "x")), "^Unauthorized$")
+            login(paste0(password, "x")), "^Unauthorized$")
 check_error("an unknown profile is refused",
-            ds_connect(url, user, password, profile = "nosuchprofile"), "Not found")
+            login(password, profile = "nosuchprofile"), "Not found")
 
-conn <- ds_connect(url, user, password, profile = "")
+conn <- login(password, profile = "")
 check("select-profile with an empty body answers 204", conn$status == 204)
 check("select-profile sets the session cookie", "JSESSIONID" %in% conn$cookies$name)
 check("the cookie is HttpOnly with Path=/",
@@ -186,9 +200,11 @@ check("/profiles lists default as current",
 
 tables <- safely(unlist(ds_get(conn, "/tables")))
 check("/tables lists the table", table %in% tables)
-has <- HEAD(handle = conn$handle, path = paste0("/tables/", table))
+has <- HEAD(handle = conn$handle, path = paste0("/tables/", table),
+            config = add_headers(auth_header(conn)))
 check("HEAD /tables/<table> is 200", has$status_code == 200)
-hasnt <- HEAD(handle = conn$handle, path = "/tables/nosuch/folder/table")
+hasnt <- HEAD(handle = conn$handle, path = "/tables/nosuch/folder/table",
+              config = add_headers(auth_header(conn)))
 check("HEAD of a missing table is 404", hasnt$status_code == 404)
 check("/resources is an empty list", length(ds_get(conn, "/resources")) == 0)
 
@@ -202,7 +218,7 @@ check("/lastcommand dates are ISO-8601 UTC",
       grepl("^\\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\d(\\.\\d+)?Z$", last$createDate, perl = TRUE) &&
         grepl("Z$", last$endDate))
 nores <- GET(handle = conn$handle, path = "/lastresult",
-             config = add_headers(Accept = "application/octet-stream"))
+             config = add_headers(c(Accept = "application/octet-stream", auth_header(conn))))
 check("/lastresult of an assignment is 404", nores$status_code == 404)
 
 safely(ds_assign_table(conn, "S", table, variables = c("age", "sex"), async = FALSE))
@@ -220,7 +236,8 @@ check("meanDS(D$age) has EstimatedMean",
 again <- safely(ds_aggregate(conn, "meanDS(D$age)", async = FALSE))
 check("sync /execute gives the same value", identical(again$EstimatedMean, mean$EstimatedMean))
 direct <- POST(handle = conn$handle, path = "/execute", query = list(async = FALSE),
-               body = "lengthDS(\"D$age\")", config = add_headers("Content-Type" = "text/plain"))
+               body = "lengthDS(\"D$age\")",
+               config = add_headers(c("Content-Type" = "text/plain", auth_header(conn))))
 check("sync /execute answers 200 with RDS bytes",
       direct$status_code == 200 && is.numeric(unserialize(content(direct))))
 
@@ -245,7 +262,8 @@ check("a FAILED command carries the Armadillo message format",
 check_error("a bad symbol name is a bad request",
             ds_assign_expr(conn, "_bad", "as.numeric(D$age)"), "^Bad request")
 
-del <- DELETE(handle = conn$handle, path = "/symbols/age2")
+del <- DELETE(handle = conn$handle, path = "/symbols/age2",
+              config = add_headers(auth_header(conn)))
 check("DELETE /symbols/age2", del$status_code == 200 && !("age2" %in% ds_symbols(conn)))
 
 methods <- safely(ds_get(conn, "/methods/aggregate"))
@@ -257,7 +275,8 @@ packages <- safely(ds_get(conn, "/packages"))
 check("/packages have name and version",
       length(packages) > 0 && !is.null(packages[[1]]$name) && !is.null(packages[[1]]$version))
 
-save <- POST(handle = conn$handle, path = "/workspaces/r-test-ws")
+save <- POST(handle = conn$handle, path = "/workspaces/r-test-ws",
+             config = add_headers(auth_header(conn)))
 check("save workspace answers 201", save$status_code == 201)
 ws <- safely(ds_get(conn, "/workspaces"))
 check("the workspace is listed with name, lastModified and size",
@@ -265,24 +284,27 @@ check("the workspace is listed with name, lastModified and size",
                    !is.null(w$size), logical(1))))
 
 # A new login on the same handle (same cookie jar): a fresh R session.
+relog_auth <- if (by_token) auth_header(conn) else c(Authorization = paste0(
+  "Basic ", base64_enc(charToRaw(paste0(user, ":", password)))))
 relog <- POST(handle = conn$handle, path = "/select-profile", body = "default",
-              config = add_headers(Authorization = paste0(
-                "Basic ", base64_enc(charToRaw(paste0(user, ":", password))))))
+              config = add_headers(relog_auth))
 conn2 <- conn
 check("a new select-profile gives an empty session",
       relog$status_code == 204 && length(ds_symbols(conn2)) == 0)
-restore <- POST(handle = conn2$handle, path = "/load-workspace", query = list(id = "r-test-ws"))
+restore <- POST(handle = conn2$handle, path = "/load-workspace", query = list(id = "r-test-ws"),
+                config = add_headers(auth_header(conn2)))
 check("load-workspace restores the symbols",
       restore$status_code == 200 && all(c("D", "S") %in% ds_symbols(conn2)))
 check("the restored data is usable", unlist(ds_aggregate(conn2, "dimDS(\"D\")"))[1] == unlist(dims)[1])
-rm_ws <- DELETE(handle = conn2$handle, path = "/workspaces/r-test-ws")
+rm_ws <- DELETE(handle = conn2$handle, path = "/workspaces/r-test-ws",
+                config = add_headers(auth_header(conn2)))
 check("DELETE /workspaces/<id>",
       rm_ws$status_code == 200 &&
         !any(vapply(ds_get(conn2, "/workspaces"), function(w) w$name == "r-test-ws", logical(1))))
 
-out <- POST(handle = conn2$handle, path = "/logout")
+out <- POST(handle = conn2$handle, path = "/logout", config = add_headers(auth_header(conn2)))
 check("logout answers 200", out$status_code == 200)
-after <- GET(handle = conn2$handle, path = "/symbols")
+after <- GET(handle = conn2$handle, path = "/symbols", config = add_headers(auth_header(conn2)))
 check("after logout the session is gone (401)", after$status_code == 401)
 
 # ---- a token user: Bearer on every call

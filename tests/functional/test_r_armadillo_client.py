@@ -1,14 +1,13 @@
 """Runs test_r_armadillo_client.R (httr + jsonlite, driving the Armadillo API exactly as
-DSMolgenisArmadillo does) against the real gateway, and fails on any `not ok` line."""
+DSMolgenisArmadillo does) against the real gateway, and fails on any `not ok` line.
+(test_relay.py runs the same script through the coordinator's relay.)"""
 
-import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.functional.conftest import PASSWORDS, make_token
+from tests.functional.rscript import run_r_script
 
 pytestmark = [pytest.mark.r, pytest.mark.slow]
 
@@ -16,11 +15,7 @@ SCRIPT = Path(__file__).with_suffix(".R")
 
 
 def test_r_client(gateway):
-    rscript = shutil.which("Rscript")
-    if rscript is None:
-        pytest.fail("Rscript is not installed: run `make setup`")
     env = {
-        **os.environ,
         "DSG_URL": gateway.url,
         "DSG_USER": "alice",
         "DSG_PASSWORD": PASSWORDS["alice"],
@@ -29,16 +24,4 @@ def test_r_client(gateway):
         "DSG_OTHER_USER": "bob",
         "DSG_OTHER_PASSWORD": PASSWORDS["bob"],
     }
-    done = subprocess.run(
-        [rscript, "--vanilla", str(SCRIPT)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    output = done.stdout + done.stderr
-    failed = [line for line in done.stdout.splitlines() if line.startswith("not ok")]
-    assert not failed, output
-    assert done.returncode == 0, output
-    passed = [line for line in done.stdout.splitlines() if line.startswith("ok")]
-    assert len(passed) >= 45, output
+    run_r_script(SCRIPT, env, min_passed=45)

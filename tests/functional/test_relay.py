@@ -9,11 +9,9 @@ test gateway trusts, for the gateway's issuer and audience)."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 import threading
 import time
+from pathlib import Path
 
 import jwt
 import pytest
@@ -29,11 +27,13 @@ from gateway.coordinator.relay.app import create_relay_app
 from gateway.coordinator.server import BackgroundServer
 from tests.functional.conftest import AUDIENCE, ISSUER, TOKEN_SECRET, Armadillo
 from tests.functional.rds import unserialize
+from tests.functional.rscript import run_r_script
 from tests.unit.coordinator.fixtures import World
 
 pytestmark = [pytest.mark.slow, pytest.mark.r]
 
 RDS = {"Accept": "application/octet-stream"}
+R_SCRIPT = Path(__file__).with_name("test_r_armadillo_client.R")
 TEXT = {"Content-Type": "text/plain"}
 
 
@@ -267,70 +267,21 @@ def test_the_nodes_own_policy_refuses_a_user(relay, gateway):
     assert len(gateway.audit(user="mallory")) == before  # never reached the gateway
 
 
-R_CLIENT = r"""
-suppressPackageStartupMessages({library(httr); library(jsonlite)})
-url <- Sys.getenv("DSG_URL"); token <- Sys.getenv("DSG_TOKEN")
-auth <- add_headers(Authorization = paste0("Bearer ", token))
-h <- handle(url)
-# DSMolgenisArmadillo's calls: raw-body select-profile, async POSTs, polling, unserialize.
-r <- POST(handle = h, path = "/select-profile", body = "default", config = auth)
-cat("login", r$status_code, "\n")
-wait <- function() {
-  repeat {
-    cmd <- content(GET(handle = h, path = "/lastcommand", config = auth))
-    if (cmd$status %in% c("COMPLETED", "FAILED")) return(cmd)
-    Sys.sleep(0.05)
-  }
-}
-r <- POST(handle = h, path = "/load-table", config = auth,
-          query = list(table = "demo/cohort/patients", symbol = "D", async = "TRUE"))
-cat("load", r$status_code, wait()$status, "\n")
-r <- POST(handle = h, path = "/execute", query = list(async = "TRUE"), body = "meanDS(D$age)",
-          config = c(auth, content_type("text/plain")))
-res <- GET(handle = h, path = "/lastresult",
-           config = c(auth, add_headers(Accept = "application/octet-stream")))
-value <- unserialize(content(res))
-cat("mean", format(value$EstimatedMean, digits = 17), value$Nvalid, "\n")
-r <- POST(handle = h, path = "/execute", query = list(async = "TRUE"), body = "meanDS(nosuch)",
-          config = c(auth, content_type("text/plain")))
-res <- GET(handle = h, path = "/lastresult", config = auth)
-cmd <- content(GET(handle = h, path = "/lastcommand", config = auth))
-m <- regmatches(cmd$message, regexpr("\\{(.*)\\}", cmd$message, perl = TRUE))
-cat("failed", res$status_code, cmd$status, grepl("nosuch", fromJSON(m)$message), "\n")
-r <- POST(handle = h, path = "/execute", query = list(async = "TRUE"), body = "nosuchDS(D)",
-          config = c(auth, content_type("text/plain")))
-cat("bad", r$status_code, "\n")
-cat("logout", POST(handle = h, path = "/logout", config = auth)$status_code, "\n")
-"""
-
-
-def test_r_httr_client_through_the_relay(relay, gateway):
-    """R itself (httr, as DSMolgenisArmadillo uses it), with a relay token."""
-    rscript = shutil.which("Rscript")
-    if rscript is None:
-        pytest.fail("Rscript is not installed: run `make setup`")
+def test_the_r_client_test_passes_unchanged_through_the_relay(relay, gateway):
+    """test_r_armadillo_client.R (httr, exactly as DSMolgenisArmadillo drives the
+    Armadillo API) with a relay token (`DSG_AUTH=token`: DSMolgenisArmadillo's
+    `token=`): every check passes through the relay, and the same ones pass direct."""
     token = relay_token(relay, relay.node_a)
-    outputs = {}
+    passed = {}
     for name, url in (("relayed", relay.listener.url), ("direct", gateway.url)):
-        env = {**os.environ, "DSG_URL": url, "DSG_TOKEN": token}
-        done = subprocess.run(
-            [rscript, "--vanilla", "-e", R_CLIENT],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert done.returncode == 0, done.stdout + done.stderr
-        outputs[name] = done.stdout
-    lines = outputs["relayed"].split("\n")
-    assert "login 204 " in lines
-    assert "load 201 COMPLETED " in lines
-    mean = next(line.split() for line in lines if line.startswith("mean "))
-    assert float(mean[1]) > 0 and int(mean[2]) > 0, mean
-    assert "failed 404 FAILED TRUE " in lines
-    assert "bad 400 " in lines
-    assert any(line.startswith("logout 20") for line in lines)
-    assert outputs["relayed"] == outputs["direct"]
+        env = {
+            "DSG_URL": url,
+            "DSG_AUTH": "token",
+            "DSG_TOKEN": token,
+            "DSG_TABLE": "demo/cohort/patients",
+        }
+        passed[name] = run_r_script(R_SCRIPT, env, min_passed=40)
+    assert passed["relayed"] == passed["direct"]
 
 
 def test_relay_overhead_on_an_aggregate_round_trip(relay, gateway):

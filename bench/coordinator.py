@@ -1,0 +1,603 @@
+"""The coordinator's figures (issue 4), each measured against a reference in the same run.
+
+- relay: an aggregate round trip (async POST /execute + GET /lastresult, `meanDS`)
+  through the coordinator's relay against the same calls made directly to the same
+  gateway, interleaved, medians; every part its own process (a `dsgateway coordinator
+  relay` and a `dsgateway node run` station, a gateway over R and its agent);
+- dispatch: a no-op task (`echo`) to 50 simulated nodes (threads speaking the real
+  node-link HTTP API) from submission to the completed central result, with the
+  embedded in-process broker and with Redis (a `dsgateway worker` process);
+- idle: 200 node agents connected and long-polling, nothing to do: the coordinator
+  process's CPU seconds per minute (from its own CPU times).
+
+    .venv/bin/python bench/coordinator.py [--trips 200] [--nodes 50] [--agents 200]
+
+`bench(**kwargs) -> dict` and `report_lines(results) -> list[str]` serve bench/run.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import requests
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+ADMIN_PASSWORD = "bench-admin-password"  # noqa: S105 - a throw-away local coordinator
+RELAY_SECRET = "bench-relay-secret-0123456789abcdef0123456789"  # noqa: S105
+TEXT = {"Content-Type": "text/plain"}
+REDIS_URL = os.environ.get("DSGATEWAY_BENCH_REDIS", "redis://127.0.0.1:6379/0")
+POSTGRES_URL = os.environ.get(
+    "DSGATEWAY_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _until(check, timeout: float, what: str, step: float = 0.1):
+    end = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < end:
+        try:
+            last = check()
+        except requests.RequestException as err:
+            last = err
+        if last and not isinstance(last, Exception):
+            return last
+        time.sleep(step)
+    raise RuntimeError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+class Client:
+    """A keep-alive HTTP client with a cookie and a bearer token, as libcurl is for R's
+    httr (`requests` alone costs about a millisecond per call on these machines)."""
+
+    def __init__(self, url: str, token: str):
+        host, port = url.removeprefix("http://").split(":")
+        self.conn = http.client.HTTPConnection(host, int(port), timeout=120)
+        self.auth = {"Authorization": f"Bearer {token}"}
+        self.cookie = None
+
+    def request(self, method: str, path: str, body=None, headers=None) -> tuple[int, bytes]:
+        headers = {**self.auth, **(headers or {})}
+        if self.cookie:
+            headers["Cookie"] = self.cookie
+        self.conn.request(method, path, body=body, headers=headers)
+        response = self.conn.getresponse()
+        data = response.read()
+        cookie = response.getheader("Set-Cookie")
+        if cookie:
+            self.cookie = cookie.split(";", 1)[0]
+        return response.status, data
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+# ------------------------------------------------------------------ processes
+
+
+class Coordinator:
+    """`python -m gateway.coordinator.relay` (API + relay listener, embedded Celery),
+    SQLite in a temporary directory, an admin made by `create-admin`."""
+
+    def __init__(self, work: Path, extra_env: dict[str, str] | None = None):
+        self.work = work
+        self.port, self.relay_port = _free_port(), _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.relay_url = f"http://127.0.0.1:{self.relay_port}"
+        self.env = {
+            **os.environ,
+            "DSGATEWAY_COORD_INSTANCE_PATH": str(work / "coordinator"),
+            "DSGATEWAY_COORD_PORT": str(self.port),
+            "DSGATEWAY_COORD_RELAY_PORT": str(self.relay_port),
+            "DSGATEWAY_COORD_PASSWORD_HASH_METHOD": "scrypt:1024:8:1",
+            "DSGATEWAY_COORD_RELAY_SECRET": RELAY_SECRET,
+            "DSGATEWAY_COORD_LONG_POLL_MAX": "60",
+            **(extra_env or {}),
+        }
+        self.http = requests.Session()
+        self.procs: list[subprocess.Popen] = []
+        if "DSGATEWAY_COORD_DATABASE_URL" in self.env:
+            subprocess.run(
+                [sys.executable, "-m", "gateway.cli", "coordinator", "db", "upgrade"],
+                cwd=ROOT,
+                env=self.env,
+                check=True,
+                capture_output=True,
+            )
+        subprocess.run(
+            [sys.executable, "-m", "gateway.cli", "coordinator", "create-admin"],
+            cwd=ROOT,
+            env={**self.env, "DSGATEWAY_ADMIN_PASSWORD": ADMIN_PASSWORD},
+            check=True,
+            capture_output=True,
+        )
+        self.proc = self.spawn([sys.executable, "-m", "gateway.coordinator.relay"], "coordinator")
+        _until(lambda: self.api("GET", "/health").ok, 60, "the coordinator")
+        r = self.api("POST", "/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD})
+        r.raise_for_status()
+        self.http.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
+
+    def spawn(self, argv: list[str], name: str, env: dict | None = None) -> subprocess.Popen:
+        with (self.work / f"{name}.log").open("ab") as out:
+            proc = subprocess.Popen(
+                argv, cwd=ROOT, env=env or self.env, stdout=out, stderr=subprocess.STDOUT
+            )
+        self.procs.append(proc)
+        return proc
+
+    def api(self, method: str, path: str, **kw) -> requests.Response:
+        return self.http.request(method, f"{self.url}/api{path}", timeout=60, **kw)
+
+    def ok(self, method: str, path: str, **kw) -> dict | list:
+        r = self.api(method, path, **kw)
+        if r.status_code >= 300:
+            raise RuntimeError(f"{method} {path}: {r.status_code} {r.text[:300]}")
+        return r.json()
+
+    def collaboration(self, nodes: int, projects=("demo",)) -> tuple[int, list[dict]]:
+        """A collaboration of `nodes` organisations with a node each (the admin is a
+        researcher of it); its id and the nodes (with their API keys)."""
+        stamp = f"{time.monotonic_ns()}"
+        orgs = [
+            self.ok("POST", "/organizations", json={"name": f"org {stamp} {i}"})["id"]
+            for i in range(nodes)
+        ]
+        collab = self.ok(
+            "POST", "/collaborations", json={"name": f"c {stamp}", "organization_ids": orgs}
+        )["id"]
+        me = self.ok("GET", "/auth/me")
+        self.ok(
+            "POST",
+            f"/users/{me['id']}/roles",
+            json={"name": "researcher", "collaboration_id": collab},
+        )
+        made = [
+            self.ok(
+                "POST",
+                "/nodes",
+                json={
+                    "name": f"n{stamp}-{i}",
+                    "organization_id": org,
+                    "collaboration_id": collab,
+                    "projects": list(projects),
+                },
+            )
+            for i, org in enumerate(orgs)
+        ]
+        return collab, made
+
+    def close(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self.http.close()
+
+
+def start_station(coord: Coordinator, node: dict, work: Path) -> tuple[subprocess.Popen, str]:
+    """A `dsgateway node run` station (gateway over R + agent) for `node`; its process
+    and its gateway's URL."""
+    from gateway.node.exampledata import generate_example_data
+
+    home = work / node["name"]
+    generate_example_data(home / "data", seed=1)
+    gw_port = _free_port()
+    (home / "node.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "data_dir": "data",
+                "state_dir": "var",
+                "r_lib": os.environ.get("DSGATEWAY_R_LIB", str(ROOT / ".rlib")),
+                "tokens": {
+                    "issuer": "https://coordinator.invalid",
+                    "audience": node["audience"],
+                    "secret_env": "DSG_RELAY_SECRET",
+                },
+                "profiles": {"default": {"packages": ["dsGatewayBase"]}},
+                "limits": {"warm_workers": 1},
+                "server": {"port": gw_port},
+            }
+        )
+    )
+    (home / "agent.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "coordinator": coord.url,
+                "gateway": "node.yaml",
+                "poll_wait": 30,
+                "policy": {"projects": ["demo"]},
+            }
+        )
+    )
+    env = {
+        **coord.env,
+        "DSGATEWAY_NODE_API_KEY": node["api_key"],
+        "DSG_RELAY_SECRET": RELAY_SECRET,
+    }
+    argv = [
+        sys.executable,
+        "-m",
+        "gateway.cli",
+        "node",
+        "run",
+        "--config",
+        str(home / "agent.yaml"),
+    ]
+    return coord.spawn(argv, node["name"], env), f"http://127.0.0.1:{gw_port}"
+
+
+# ------------------------------------------------------------------ (a) the relay
+
+
+def _round_trip(client: Client) -> None:
+    status, body = client.request("POST", "/execute?async=TRUE", "meanDS(D$age)", TEXT)
+    assert status == 201, body
+    status, body = client.request(
+        "GET", "/lastresult", None, {"Accept": "application/octet-stream"}
+    )
+    assert status == 200 and body[:2] == b"X\n", body
+
+
+def bench_relay(work: Path, trips: int = 200) -> dict:
+    coord = Coordinator(work)
+    try:
+        _, (node,) = coord.collaboration(1)
+        _, gateway_url = start_station(coord, node, work)
+        _until(lambda: coord.ok("GET", f"/nodes/{node['id']}")["online"], 120, "the station")
+        token = coord.ok("POST", "/auth/relay-token", json={"node_id": node["id"]})["token"]
+        clients = {"direct": Client(gateway_url, token), "relayed": Client(coord.relay_url, token)}
+
+        def login(client: Client) -> bool:
+            return client.request("POST", "/select-profile", b"")[0] == 204
+
+        _until(lambda: login(clients["relayed"]), 60, "a login through the relay")
+        assert login(clients["direct"])
+        for client in clients.values():
+            status, body = client.request(
+                "POST", "/load-table?table=demo%2Fcohort%2Fpatients&symbol=D&async=FALSE"
+            )
+            assert status == 200, body
+            for _ in range(10):  # warm up both paths
+                _round_trip(client)
+        times: dict[str, list[float]] = {name: [] for name in clients}
+        for _ in range(trips):
+            for name, client in clients.items():
+                started = time.perf_counter()
+                _round_trip(client)
+                times[name].append(time.perf_counter() - started)
+        for client in clients.values():
+            client.request("POST", "/logout")
+            client.close()
+        direct, relayed = (statistics.median(times[k]) * 1000 for k in ("direct", "relayed"))
+        return {
+            "trips": trips,
+            "direct_ms": direct,
+            "relayed_ms": relayed,
+            "added_ms": relayed - direct,
+            "ratio": relayed / direct,
+        }
+    finally:
+        coord.close()
+
+
+# ------------------------------------------------------------------ simulated agents
+
+
+class SimAgent:
+    """A node agent reduced to its node link, speaking the real HTTP API: a work long
+    poll answering every run at once with its parameters (no-op), and, for the idle
+    figure, the relay exchange long polls and heartbeats a real agent keeps."""
+
+    def __init__(self, url: str, key: str, poll_wait: float, relay_polls: int = 0):
+        self.url, self.poll_wait = f"{url}/api", poll_wait
+        self.http = requests.Session()
+        self.http.headers["X-Api-Key"] = key
+        self.session_id = os.urandom(16).hex()
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._work, daemon=True)]
+        self.threads += [
+            threading.Thread(target=self._relay, daemon=True) for _ in range(relay_polls)
+        ]
+
+    def start(self) -> SimAgent:
+        r = self.http.post(
+            f"{self.url}/node/heartbeat",
+            json={"running": [], "reset": True, "session": self.session_id},
+            timeout=60,
+        )
+        r.raise_for_status()
+        for t in self.threads:
+            t.start()
+        return self
+
+    def heartbeat(self) -> None:
+        self.http.post(f"{self.url}/node/heartbeat", json={"running": []}, timeout=60)
+
+    def _work(self) -> None:
+        params = {"wait": self.poll_wait, "session": self.session_id}
+        while not self.stop.is_set():
+            try:
+                r = self.http.get(f"{self.url}/node/work", params=params, timeout=120)
+                for item in r.json()["work"] if r.ok else []:
+                    self.http.post(
+                        f"{self.url}/node/runs/{item['run_id']}/result",
+                        json={"status": "completed", "result": {"echo": item["parameters"]}},
+                        timeout=60,
+                    )
+                if not r.ok:
+                    self.stop.wait(1)
+            except requests.RequestException:
+                self.stop.wait(1)
+
+    def _relay(self) -> None:
+        http = requests.Session()
+        http.headers.update(self.http.headers)
+        body = {"responses": [], "wait": self.poll_wait, "limit": 1}
+        while not self.stop.is_set():
+            try:
+                http.post(f"{self.url}/node/relay/exchange", json=body, timeout=120)
+            except requests.RequestException:
+                self.stop.wait(1)
+
+
+def _online(coord: Coordinator, collab: int, count: int) -> bool:
+    nodes = coord.ok("GET", "/nodes", params={"collaboration_id": collab, "limit": 1000})
+    return sum(n["online"] for n in nodes) == count
+
+
+def _phases(coord: Coordinator, task_id: int) -> dict:
+    from datetime import datetime
+
+    task = coord.ok("GET", f"/tasks/{task_id}")
+    runs = coord.ok("GET", f"/tasks/{task_id}/runs")
+
+    def at(value: str) -> float:
+        return datetime.fromisoformat(value).timestamp()
+
+    created = at(task["created_at"])
+    return {
+        "dispatched": at(task["dispatched_at"]) - created,
+        "first_run_started": min(at(r["started_at"]) for r in runs) - created,
+        "last_run_started": max(at(r["started_at"]) for r in runs) - created,
+        "last_run_finished": max(at(r["finished_at"]) for r in runs) - created,
+        "task_finished": at(task["finished_at"]) - created,
+    }
+
+
+@contextlib.contextmanager
+def postgres_database():
+    """A fresh PostgreSQL database (dropped afterwards); its URL."""
+    from sqlalchemy import create_engine, make_url, text
+
+    server = make_url(POSTGRES_URL)
+    name = f"dsgw_bench_{os.urandom(6).hex()}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def bench_dispatch(
+    work: Path, broker: str, nodes: int = 50, repeats: int = 5, database: str | None = None
+) -> dict:
+    """Submission to completed central result of an `echo` task to `nodes` nodes."""
+    env = {"DSGATEWAY_COORD_THREADS": str(4 * nodes + 64)}
+    if database:
+        env["DSGATEWAY_COORD_DATABASE_URL"] = database
+    if broker == "redis":
+        queue = f"bench-{os.urandom(4).hex()}"
+        env.update(
+            DSGATEWAY_COORD_CELERY_BROKER_URL=REDIS_URL,
+            DSGATEWAY_COORD_CELERY_RESULT_BACKEND=REDIS_URL,
+            DSGATEWAY_COORD_CELERY_QUEUE=queue,
+        )
+    coord = Coordinator(work, env)
+    agents: list[SimAgent] = []
+    try:
+        if broker == "redis":
+            argv = [sys.executable, "-m", "gateway.cli", "coordinator", "worker"]
+            coord.spawn([*argv, "--pool", "threads", "-c", "4", "--beat"], "worker")
+        collab, made = coord.collaboration(nodes)
+        agents = [SimAgent(coord.url, n["api_key"], 30).start() for n in made]
+        _until(lambda: _online(coord, collab, nodes), 60, "the simulated nodes")
+        times, phases = [], []
+        for i in range(repeats + 1):
+            started = time.perf_counter()
+            task = coord.ok(
+                "POST",
+                "/tasks",
+                json={"collaboration_id": collab, "algorithm": "echo", "parameters": {"i": i}},
+            )
+            while True:
+                r = coord.api("GET", f"/tasks/{task['id']}/result")
+                if r.status_code == 200:
+                    break
+                state = coord.ok("GET", f"/tasks/{task['id']}")["status"]
+                if state in ("failed", "cancelled"):
+                    raise RuntimeError(f"the echo task ended {state}")
+                time.sleep(0.01)
+            elapsed = time.perf_counter() - started
+            assert len(r.json()["value"]) == nodes, r.text[:300]
+            if i:  # the first warms up the worker
+                times.append(elapsed)
+                phases.append(_phases(coord, task["id"]))
+        return {
+            "broker": broker,
+            "database": "postgresql" if database else "sqlite",
+            "nodes": nodes,
+            "repeats": repeats,
+            "median_s": statistics.median(times),
+            "max_s": max(times),
+            # where the time goes, from the coordinator's own timestamps (medians, s
+            # after the task's creation)
+            "phases": {k: statistics.median(p[k] for p in phases) for k in phases[0]},
+        }
+    finally:
+        for agent in agents:
+            agent.stop.set()
+        coord.close()
+
+
+def bench_idle(work: Path, agents: int = 200, seconds: float = 60) -> dict:
+    """The coordinator's CPU while `agents` agents hold their long polls (work, two
+    relay exchanges, as a real agent does) and heartbeat every 20 s, as real ones do."""
+    coord = Coordinator(work, {"DSGATEWAY_COORD_THREADS": str(4 * agents + 64)})
+    sims: list[SimAgent] = []
+    stop = threading.Event()
+    try:
+        collab, made = coord.collaboration(agents)
+        sims = [SimAgent(coord.url, n["api_key"], 55, relay_polls=2).start() for n in made]
+
+        def beats():
+            while not stop.wait(20):
+                for sim in sims:
+                    sim.heartbeat()
+
+        threading.Thread(target=beats, daemon=True).start()
+        _until(lambda: _online(coord, collab, agents), 120, "the idle agents")
+        time.sleep(5)  # let the start-up settle
+        proc = psutil.Process(coord.proc.pid)
+        before = proc.cpu_times()
+        time.sleep(seconds)
+        after = proc.cpu_times()
+        cpu = (after.user - before.user) + (after.system - before.system)
+        return {
+            "agents": agents,
+            "seconds": seconds,
+            "cpu_s": cpu,
+            "cpu_s_per_min": cpu * 60 / seconds,
+            "threads": proc.num_threads(),
+        }
+    finally:
+        stop.set()
+        for sim in sims:
+            sim.stop.set()
+        coord.close()
+
+
+# ------------------------------------------------------------------ entry points
+
+
+def bench(
+    trips: int = 200,
+    nodes: int = 50,
+    dispatch_repeats: int = 5,
+    agents: int = 200,
+    idle_seconds: float = 60,
+    skip: tuple[str, ...] = (),
+) -> dict:
+    results: dict = {}
+    with tempfile.TemporaryDirectory(prefix="dsgateway-bench-coord-") as tmp:
+
+        def work(name: str) -> Path:
+            (Path(tmp) / name).mkdir()
+            return Path(tmp) / name
+
+        if "relay" not in skip:
+            results["relay"] = bench_relay(work("relay"), trips)
+        if "dispatch" not in skip:
+            results["dispatch"] = [
+                bench_dispatch(work("dispatch-memory"), "memory", nodes, dispatch_repeats)
+            ]
+            with postgres_database() as pg:
+                results["dispatch"].append(
+                    bench_dispatch(work("dispatch-redis"), "redis", nodes, dispatch_repeats, pg)
+                )
+        if "idle" not in skip:
+            results["idle"] = bench_idle(work("idle"), agents, idle_seconds)
+    return results
+
+
+def report_lines(results: dict) -> list[str]:
+    verdict = {True: "met", False: "NOT met"}
+    rows = []
+    relay = results.get("relay")
+    if relay:
+        rows.append(
+            f"| relayed aggregate round trip (`meanDS`, async POST /execute + GET /lastresult) "
+            f"through `dsgateway coordinator relay` to a `dsgateway node run` station, "
+            f"{relay['trips']} trips interleaved | adds < 10 ms median | "
+            f"{relay['relayed_ms']:.2f} ms | the same calls direct to the same gateway: "
+            f"{relay['direct_ms']:.2f} ms; added {relay['added_ms']:.2f} ms (ratio "
+            f"{relay['ratio']:.2f}) | {verdict[relay['added_ms'] < 10]} |"
+        )
+    for d in results.get("dispatch") or []:
+        ph = d["phases"]
+        broker = {
+            "memory": "embedded mode: in-process broker (`memory://`), SQLite, one process",
+            "redis": "Redis broker and a `dsgateway coordinator worker` process, PostgreSQL",
+        }[d["broker"]]
+        rows.append(
+            f"| a no-op task (`echo`) to {d['nodes']} simulated nodes (threads on the real "
+            f"node-link HTTP API), submission to completed central result; {broker} | "
+            f"< 2 s | {d['median_s']:.2f} s median of {d['repeats']} (slowest "
+            f"{d['max_s']:.2f} s) | coordinator timestamps (s after creation): dispatched "
+            f"{ph['dispatched']:.2f}, runs started {ph['first_run_started']:.2f} to "
+            f"{ph['last_run_started']:.2f}, last result {ph['last_run_finished']:.2f}, "
+            f"task done {ph['task_finished']:.2f} | {verdict[d['median_s'] < 2]} |"
+        )
+    idle = results.get("idle")
+    if idle:
+        rows.append(
+            f"| {idle['agents']} connected idle node agents (each a work long poll, two relay "
+            f"exchange long polls, a heartbeat every 20 s): the coordinator process's CPU "
+            f"| <= 1 CPU-s per minute | {idle['cpu_s_per_min']:.2f} CPU-s per minute | "
+            f"measured over {idle['seconds']:.0f} s from the process's CPU times; "
+            f"{idle['threads']} threads | {verdict[idle['cpu_s_per_min'] <= 1]} |"
+        )
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trips", type=int, default=200)
+    parser.add_argument("--nodes", type=int, default=50)
+    parser.add_argument("--dispatch-repeats", type=int, default=5)
+    parser.add_argument("--agents", type=int, default=200)
+    parser.add_argument("--idle-seconds", type=float, default=60)
+    parser.add_argument("--skip", action="append", default=[], help="relay, dispatch or idle")
+    args = parser.parse_args()
+    results = bench(
+        args.trips,
+        args.nodes,
+        args.dispatch_repeats,
+        args.agents,
+        args.idle_seconds,
+        tuple(args.skip),
+    )
+    print(json.dumps(results, indent=2))
+    print("\n".join(report_lines(results)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
