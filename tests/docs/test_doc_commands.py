@@ -7,8 +7,12 @@
 - `make` targets named in the docs exist in the Makefile.
 - A curated, growing set of safe, quick commands is RUN as written, per page in document
   order, in a fresh directory (a node.yaml, an audit log with two entries, a SQLite
-  coordinator database): `--help`/`--version`, `gateway hash-password`, `gateway audit`,
-  `coordinator db upgrade`/`db current`/`create-admin`/`relay-key`, `node images ...`.
+  coordinator database with an HS256 relay secret): `--help`/`--version`,
+  `gateway hash-password`, `gateway audit`, `coordinator db upgrade`/`db current`/
+  `create-admin`/`relay-key`, the coordinator's administration (`organizations`,
+  `users`, `collaborations`, `nodes`, `tokens`), `node images ...`.
+  A page that continues another says `<!-- docs-test: after docs/guides/operators.md -->`
+  and that page's commands run first.
   Everything else is parsed only, with the reason (a server that runs until stopped, a
   placeholder in the line, ...); `pytest tests/docs -rA` ends with the list.
 - Python blocks compile and their imports of `gateway`, `algorithms` and `datashield`
@@ -22,6 +26,7 @@ import ast
 import importlib
 import itertools
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -68,6 +73,11 @@ RUNNABLE = {
     ("node", "images", "history"): "",
     ("node", "images", "check"): '"allowed"',
 }
+# Whole groups that run as written: the coordinator's administration on its database.
+RUNNABLE_GROUPS = {
+    ("coordinator", group): ""
+    for group in ("organizations", "users", "collaborations", "nodes", "tokens")
+}
 # Why the others are only parsed.
 PARSE_ONLY = {
     ("gateway", "serve"): "serves until stopped (tests/e2e/test_cli_gateway.py runs it)",
@@ -99,7 +109,7 @@ def classify(inv: Invocation) -> tuple[bool, str]:
     if "--help" in inv.argv or "--version" in inv.argv:
         return True, ""
     path = command_path(inv)
-    if path in RUNNABLE:
+    if path in RUNNABLE or path[:2] in RUNNABLE_GROUPS:
         return True, ""
     return False, PARSE_ONLY.get(path, "not in the curated set of runnable commands")
 
@@ -135,6 +145,53 @@ def test_the_check_catches_rot():
     assert check_command(cli, inv("gateway", "hash-password")) == ["gateway", "hash-password"]
     assert check_command(cli, inv("node", "images", fenced=False)) == ["node", "images"]
     assert check_command(cli, inv("gateway", "serve", "--port", "808$k")) == ["gateway", "serve"]
+
+
+def test_extraction_reads_shell_as_a_shell_would(tmp_path: Path):
+    """Continuations, prompts, operators, env assignments, comments, containers, inline
+    references; output lines of console blocks and other languages are not commands."""
+    from tests.docs.doc_commands import invocations
+
+    page = tmp_path / "page.md"
+    page.write_text(
+        "Run `dsgateway gateway audit --user alice` or `make demo`.\n"
+        "```\n"
+        "make setup   # once\n"
+        "dsgateway coordinator serve --host 0.0.0.0 \\\n"
+        "    --port 5000\n"
+        "(cd n1 && X=1 .venv/bin/dsgateway gateway serve --data data --port 808$k &)\n"
+        "docker compose exec api dsgateway coordinator db current\n"
+        "```\n"
+        "```console\n"
+        "$ dsgateway node images --state-dir var list [--state approved]\n"
+        "dsgateway coordinator on http://127.0.0.1:5000/api\n"
+        "```\n"
+        "```python\n"
+        "dsgateway = 1\n"
+        "```\n"
+    )
+    found = [(i.line, i.program, i.argv, i.fenced, i.container) for i in invocations(page)]
+    assert found == [
+        (3, "make", ["setup"], True, False),
+        (
+            4,
+            "dsgateway",
+            ["coordinator", "serve", "--host", "0.0.0.0", "--port", "5000"],
+            True,
+            False,
+        ),
+        (6, "dsgateway", ["gateway", "serve", "--data", "data", "--port", "808$k"], True, False),
+        (7, "dsgateway", ["coordinator", "db", "current"], True, True),
+        (
+            10,
+            "dsgateway",
+            ["node", "images", "--state-dir", "var", "list", "--state", "approved"],
+            True,
+            False,
+        ),
+        (1, "dsgateway", ["gateway", "audit", "--user", "alice"], False, False),
+        (1, "make", ["demo"], False, False),
+    ]
 
 
 @pytest.mark.parametrize("inv", MAKE, ids=_id)
@@ -177,7 +234,10 @@ def sandbox(tmp: Path) -> dict[str, str | None]:
     env.update(
         DSGATEWAY_COORD_DATABASE_URL=f"sqlite:///{tmp / 'coordinator.db'}",
         DSGATEWAY_COORD_INSTANCE_PATH=str(tmp / "instance"),
+        DSGATEWAY_COORD_RELAY_SECRET="docs-test-relay-secret-0123456789abcdef",
+        DSGATEWAY_COORD_RELAY_ISSUER="https://coordinator.example.org",
         DSGATEWAY_ADMIN_PASSWORD=ADMIN_PASSWORD,
+        DSGATEWAY_USER_PASSWORD=ADMIN_PASSWORD,
     )
     return env
 
@@ -196,6 +256,18 @@ def provide_named_files(tmp: Path, argv: list[str]) -> None:
 RUN_PAGES = sorted({rel(i.file) for i in DSGATEWAY if classify(i)[0]})
 
 
+AFTER = re.compile(r"<!--\s*docs-test:\s*after\s+(\S+)\s*-->")
+
+
+def pages_to_run(page: str) -> list[str]:
+    """A page whose commands continue another page's (a token for a user the operators'
+    guide created) says so with `<!-- docs-test: after docs/guides/operators.md -->`:
+    that page's commands run first, in the same directory."""
+    text = (ROOT / page).read_text(encoding="utf-8")
+    before = [p for m in AFTER.finditer(text) for p in pages_to_run(m.group(1))]
+    return [*before, page]
+
+
 @pytest.mark.parametrize("page", RUN_PAGES)
 def test_documented_commands_run(page: str, tmp_path: Path, monkeypatch):
     """The page's runnable commands, as written, in document order, in one directory (a
@@ -208,10 +280,12 @@ def test_documented_commands_run(page: str, tmp_path: Path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()
     ran = 0
-    for inv in (i for i in DSGATEWAY if rel(i.file) == page and classify(i)[0]):
+    pages = pages_to_run(page)
+    for inv in (i for p in pages for i in DSGATEWAY if rel(i.file) == p and classify(i)[0]):
         expected = "" if "--help" in inv.argv or "--version" in inv.argv else None
         if expected is None:
-            expected = RUNNABLE[command_path(inv)]
+            path = command_path(inv)
+            expected = RUNNABLE.get(path, RUNNABLE_GROUPS.get(path[:2]))
         provide_named_files(tmp_path, inv.runnable_argv)
         done = runner.invoke(
             cli,
@@ -227,7 +301,7 @@ def test_documented_commands_run(page: str, tmp_path: Path, monkeypatch):
         assert expected in output, (
             f"{inv.where}: `{inv.text}` did not print {expected!r}:\n{output}"
         )
-        ran += 1
+        ran += rel(inv.file) == page
     assert ran
 
 
