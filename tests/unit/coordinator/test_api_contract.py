@@ -66,6 +66,7 @@ def _path_values(fed, client):
         "role_id": me["roles"][0]["id"],
         "task_id": task["id"],
         "run_id": runs[0]["id"],
+        "decision_id": 1,  # image decisions: the body is checked before the lookup
     }
 
 
