@@ -18,6 +18,7 @@
 - Python blocks compile and their imports of `gateway`, `algorithms` and `datashield`
   name things that exist; YAML blocks load, and node.yaml / agent.yaml examples pass the
   real configuration schemas; R blocks parse (R's own parser).
+- Relative links between pages, and the headings they point to, exist.
 """
 
 from __future__ import annotations
@@ -472,3 +473,42 @@ def test_r_blocks_parse(tmp_path: Path):
         if line.startswith(path + ":")
     ]
     assert not failures, "\n".join(failures)
+
+
+# ---------------------------------------------------------------- links
+
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lowercase, punctuation dropped, spaces to `-`."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _prose_lines(path: Path):
+    in_fence = False
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.lstrip().startswith(("```", "~~~")):
+            in_fence = not in_fence
+        elif not in_fence:
+            yield n, line
+
+
+def test_relative_links_and_anchors_resolve():
+    """A link to another page (and a heading in it) that was renamed or removed."""
+    broken = []
+    for page in doc_files():
+        for n, line in _prose_lines(page):
+            for m in LINK.finditer(line):
+                target = m.group(1)
+                if re.match(r"^[a-z][a-z0-9+.-]*:", target):  # https:, mailto:
+                    continue
+                path, _, anchor = target.partition("#")
+                file = (page.parent / path).resolve() if path else page
+                if not file.exists():
+                    broken.append(f"{rel(page)}:{n}: {target}: no such file")
+                elif anchor and file.suffix == ".md":
+                    headings = {_slug(h.lstrip("#")) for _, h in _prose_lines(file) if h[:1] == "#"}
+                    if anchor not in headings:
+                        broken.append(f"{rel(page)}:{n}: {target}: no such heading")
+    assert not broken, "\n".join(broken)
