@@ -17,12 +17,12 @@ from tests.e2e.conftest import ROOT
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.r,
-    # About 6 minutes on the 2-core development machine (a new virtualenv: pip, with its
+    # 4 to 6 minutes on the 2-core development machine (a new virtualenv: pip, with its
     # cache, then the rpy2 build), too long for the suite's 20-minute budget: run it on
     # purpose, e.g. before a release.
     pytest.mark.skipif(
         os.environ.get("DSGATEWAY_TEST_CLEAN_CLONE") != "1",
-        reason="set DSGATEWAY_TEST_CLEAN_CLONE=1 to run `make demo` in a fresh clone (~6 min)",
+        reason="set DSGATEWAY_TEST_CLEAN_CLONE=1 to run `make demo` in a fresh clone (4-6 min)",
     ),
 ]
 
