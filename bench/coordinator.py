@@ -36,6 +36,8 @@ import psutil
 import requests
 import yaml
 
+from gateway.agent.keepalive import KeepAlive
+
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_PASSWORD = "bench-admin-password"  # noqa: S105 - a throw-away local coordinator
 RELAY_SECRET = "bench-relay-secret-0123456789abcdef0123456789"  # noqa: S105
@@ -310,57 +312,56 @@ def bench_relay(work: Path, trips: int = 200) -> dict:
 class SimAgent:
     """A node agent reduced to its node link, speaking the real HTTP API: a work long
     poll answering every run at once with its parameters (no-op), and, for the idle
-    figure, the relay exchange long polls and heartbeats a real agent keeps."""
+    figure, the relay exchange long polls and heartbeats a real agent keeps. Light on
+    purpose (kept-alive `http.client` connections, as the real relay loop uses): the
+    benchmark's own agents share the machine's two cores with the coordinator."""
 
     def __init__(self, url: str, key: str, poll_wait: float, relay_polls: int = 0):
         self.url, self.poll_wait = f"{url}/api", poll_wait
-        self.http = requests.Session()
-        self.http.headers["X-Api-Key"] = key
+        self.headers = {"X-Api-Key": key, "Content-Type": "application/json"}
         self.session_id = os.urandom(16).hex()
         self.stop = threading.Event()
         self.threads = [threading.Thread(target=self._work, daemon=True)]
         self.threads += [
             threading.Thread(target=self._relay, daemon=True) for _ in range(relay_polls)
         ]
+        self._beat = KeepAlive(self.url, timeout=120, proxies=False)
+
+    def _call(self, link: KeepAlive, method: str, path: str, body=None):
+        data = json.dumps(body).encode() if body is not None else None
+        status, _, out = link.request(method, path, data, self.headers)
+        if status >= 300:
+            raise RuntimeError(f"{method} {path}: {status} {out[:200]!r}")
+        return json.loads(out)
 
     def start(self) -> SimAgent:
-        r = self.http.post(
-            f"{self.url}/node/heartbeat",
-            json={"running": [], "reset": True, "session": self.session_id},
-            timeout=60,
-        )
-        r.raise_for_status()
+        body = {"running": [], "reset": True, "session": self.session_id}
+        self._call(self._beat, "POST", "/node/heartbeat", body)
         for t in self.threads:
             t.start()
         return self
 
     def heartbeat(self) -> None:
-        self.http.post(f"{self.url}/node/heartbeat", json={"running": []}, timeout=60)
+        self._call(self._beat, "POST", "/node/heartbeat", {"running": []})
 
     def _work(self) -> None:
-        params = {"wait": self.poll_wait, "session": self.session_id}
+        link = KeepAlive(self.url, timeout=self.poll_wait + 60, proxies=False)
+        path = f"/node/work?wait={self.poll_wait}&session={self.session_id}"
         while not self.stop.is_set():
             try:
-                r = self.http.get(f"{self.url}/node/work", params=params, timeout=120)
-                for item in r.json()["work"] if r.ok else []:
-                    self.http.post(
-                        f"{self.url}/node/runs/{item['run_id']}/result",
-                        json={"status": "completed", "result": {"echo": item["parameters"]}},
-                        timeout=60,
-                    )
-                if not r.ok:
-                    self.stop.wait(1)
-            except requests.RequestException:
+                for item in self._call(link, "GET", path)["work"]:
+                    result = {"status": "completed", "result": {"echo": item["parameters"]}}
+                    self._call(link, "POST", f"/node/runs/{item['run_id']}/result", result)
+            except (OSError, RuntimeError, http.client.HTTPException):
                 self.stop.wait(1)
 
     def _relay(self) -> None:
-        http = requests.Session()
-        http.headers.update(self.http.headers)
+        link = KeepAlive(self.url, timeout=self.poll_wait + 60, proxies=False)
         body = {"responses": [], "wait": self.poll_wait, "limit": 1}
         while not self.stop.is_set():
             try:
-                http.post(f"{self.url}/node/relay/exchange", json=body, timeout=120)
-            except requests.RequestException:
+                self._call(link, "POST", "/node/relay/exchange", body)
+            except (OSError, RuntimeError, http.client.HTTPException):
                 self.stop.wait(1)
 
 
@@ -430,7 +431,10 @@ def bench_dispatch(
         agents = [SimAgent(coord.url, n["api_key"], 30).start() for n in made]
         _until(lambda: _online(coord, collab, nodes), 60, "the simulated nodes")
         times, phases = [], []
+        procs = [psutil.Process(p.pid) for p in coord.procs]
+        cpus = []
         for i in range(repeats + 1):
+            cpu_before = sum(sum(p.cpu_times()[:2]) for p in procs)
             started = time.perf_counter()
             task = coord.ok(
                 "POST",
@@ -449,6 +453,7 @@ def bench_dispatch(
             assert len(r.json()["value"]) == nodes, r.text[:300]
             if i:  # the first warms up the worker
                 times.append(elapsed)
+                cpus.append(sum(sum(p.cpu_times()[:2]) for p in procs) - cpu_before)
                 phases.append(_phases(coord, task["id"]))
         return {
             "broker": broker,
@@ -457,6 +462,8 @@ def bench_dispatch(
             "repeats": repeats,
             "median_s": statistics.median(times),
             "max_s": max(times),
+            # CPU of the coordinator's processes (API, and the worker with Redis) per task
+            "coordinator_cpu_s": statistics.median(cpus),
             # where the time goes, from the coordinator's own timestamps (medians, s
             # after the task's creation)
             "phases": {k: statistics.median(p[k] for p in phases) for k in phases[0]},
@@ -563,7 +570,8 @@ def report_lines(results: dict) -> list[str]:
             f"{d['max_s']:.2f} s) | coordinator timestamps (s after creation): dispatched "
             f"{ph['dispatched']:.2f}, runs started {ph['first_run_started']:.2f} to "
             f"{ph['last_run_started']:.2f}, last result {ph['last_run_finished']:.2f}, "
-            f"task done {ph['task_finished']:.2f} | {verdict[d['median_s'] < 2]} |"
+            f"task done {ph['task_finished']:.2f}; coordinator CPU per task "
+            f"{d['coordinator_cpu_s']:.2f} s | {verdict[d['median_s'] < 2]} |"
         )
     idle = results.get("idle")
     if idle:

@@ -18,6 +18,12 @@ Figures of the federated analyses (issue 3, `bench/algorithms.py`):
   own `glm()` on the pooled rows;
 - `summary` of 10 variables over 3 gateways x 1,000,000 rows, against pandas
   `describe()` on the pooled frame.
+
+Figures of the coordinator (issue 4, `bench/coordinator.py`, `--skip-coordinator`):
+the relayed aggregate round trip against the direct one, a no-op task to 50 simulated
+nodes, the coordinator's CPU with 200 idle agents.
+
+Client images (issue 5, `bench/images.py` when present, `--skip-images`).
 """
 
 from __future__ import annotations
@@ -335,8 +341,53 @@ def report(results: dict, args) -> str:
         "  PSS divides shared pages among the processes sharing them (what the sessions",
         "  really cost together), USS is what ending the session frees.",
         "",
+        *coordinator_section(results),
+        *images_section(results),
     ]
     return "\n".join(lines)
+
+
+TABLE_HEAD = [
+    "| figure | target | measured | reference (same run) | result |",
+    "|---|---|---|---|---|",
+]
+
+
+def coordinator_section(results: dict) -> list[str]:
+    rows = results.get("coordinator_rows")
+    if not rows:
+        return []
+    return [
+        "## The coordinator (issue 4)",
+        "",
+        "Measured by `bench/coordinator.py` (also runnable alone), every part its own",
+        "process: `dsgateway coordinator relay` (API and relay listener), `dsgateway node",
+        "run` stations, `dsgateway coordinator worker` with Redis.",
+        "",
+        *TABLE_HEAD,
+        *rows,
+        "",
+        "How to read them:",
+        "- Relay: each relayed call crosses the relay listener, the hub, the node link (one",
+        "  `POST /api/node/relay/exchange` carries the answer and waits for the next call)",
+        "  and goes straight into the gateway's WSGI app inside `node run`; the reference is",
+        '  the same calls sent to that gateway\'s own port. See docs/relay.md, "Speed".',
+        "- Dispatch: simulated nodes are threads of the benchmark process that answer every",
+        "  run at once; the time runs from `POST /tasks` to the central result being",
+        "  readable (`GET /tasks/<id>/result`). The phases come from the coordinator's own",
+        "  timestamps: most of the time is the 50 work polls claiming their runs and the 50",
+        "  results being stored, one transaction each, on a 2-core machine shared with the",
+        "  benchmark's own 50 agents.",
+        "- Idle: the coordinator's CPU (user + system) over the window, scaled to a minute.",
+        "",
+    ]
+
+
+def images_section(results: dict) -> list[str]:
+    rows = results.get("images_rows")
+    if not rows:
+        return []
+    return ["## Client images (issue 5)", "", *TABLE_HEAD, *rows, ""]
 
 
 def load_module(name: str, path: Path):
@@ -361,6 +412,14 @@ def main() -> int:
         action="store_true",
         help="only the gateway figures (the federated ones take minutes)",
     )
+    parser.add_argument(
+        "--skip-coordinator",
+        action="store_true",
+        help="without the coordinator's figures (bench/coordinator.py, a few minutes)",
+    )
+    parser.add_argument(
+        "--skip-images", action="store_true", help="without bench/images.py (needs Docker)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="dsgateway-bench-") as tmp:
         data_dir, state_dir = Path(tmp) / "data", Path(tmp) / "state"
@@ -380,6 +439,22 @@ def main() -> int:
         federated = load_module("bench_algorithms", Path(__file__).with_name("algorithms.py"))
         results["glm"] = federated.run_glm()
         results["summary"] = federated.run_summary()
+    if not args.skip_coordinator:
+        coordinator = load_module("bench_coordinator", Path(__file__).with_name("coordinator.py"))
+        results["coordinator"] = coordinator.bench()
+        results["coordinator_rows"] = coordinator.report_lines(results["coordinator"])
+    images_path = Path(__file__).with_name("images.py")
+    if not args.skip_images and images_path.exists():
+        images = load_module("bench_images", images_path)
+        try:
+            results["images"] = images.bench()
+            results["images_rows"] = images.report_lines(results["images"])
+        except Exception as err:  # e.g. no Docker daemon: say so in the report
+            print(f"bench/images.py failed: {err!r}", file=sys.stderr)
+            results["images_rows"] = [
+                f"| client-image run | - | not measured: {type(err).__name__}: "
+                f"{str(err)[:200]} | - | - |"
+            ]
     text = report(results, args)
     print(text)
     if args.write:
