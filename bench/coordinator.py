@@ -474,35 +474,59 @@ def bench_dispatch(
         coord.close()
 
 
-def bench_idle(work: Path, agents: int = 200, seconds: float = 60) -> dict:
-    """The coordinator's CPU while `agents` agents hold their long polls (work, two
-    relay exchanges, as a real agent does) and heartbeat every 20 s, as real ones do."""
+def bench_idle(
+    work: Path,
+    agents: int = 200,
+    seconds: float = 60,
+    relay_polls: int = 1,
+    heartbeat: float = 20,
+    poll_wait: float = 55,
+) -> dict:
+    """The coordinator's CPU while `agents` idle agents hold their long polls (work, and
+    the relay exchange: one, as an idle real agent keeps) and heartbeat every 20 s, as
+    real ones do; then, on the same coordinator and agents, without heartbeats. Each
+    window is at least one poll long, so every poll is renewed in it."""
     coord = Coordinator(work, {"DSGATEWAY_COORD_THREADS": str(4 * agents + 64)})
     sims: list[SimAgent] = []
-    stop = threading.Event()
+    stop, beating = threading.Event(), threading.Event()
+    seconds = max(seconds, poll_wait + 5)
     try:
         collab, made = coord.collaboration(agents)
-        sims = [SimAgent(coord.url, n["api_key"], 55, relay_polls=2).start() for n in made]
+        sims = [
+            SimAgent(coord.url, n["api_key"], poll_wait, relay_polls=relay_polls).start()
+            for n in made
+        ]
 
         def beats():
-            while not stop.wait(20):
-                for sim in sims:
-                    sim.heartbeat()
+            while not stop.wait(heartbeat):
+                if beating.is_set():
+                    for sim in sims:
+                        sim.heartbeat()
 
+        beating.set()
         threading.Thread(target=beats, daemon=True).start()
         _until(lambda: _online(coord, collab, agents), 120, "the idle agents")
         time.sleep(5)  # let the start-up settle
         proc = psutil.Process(coord.proc.pid)
-        before = proc.cpu_times()
-        time.sleep(seconds)
-        after = proc.cpu_times()
-        cpu = (after.user - before.user) + (after.system - before.system)
+
+        def cpu_per_min() -> float:
+            before = proc.cpu_times()
+            time.sleep(seconds)
+            after = proc.cpu_times()
+            return ((after.user - before.user) + (after.system - before.system)) * 60 / seconds
+
+        with_beats = cpu_per_min()
+        beating.clear()
+        polls_only = cpu_per_min()
         return {
             "agents": agents,
             "seconds": seconds,
-            "cpu_s": cpu,
-            "cpu_s_per_min": cpu * 60 / seconds,
+            "cpu_s_per_min": with_beats,
+            "cpu_s_per_min_polls_only": polls_only,
             "threads": proc.num_threads(),
+            "relay_polls": relay_polls,
+            "heartbeat_s": heartbeat,
+            "poll_wait_s": poll_wait,
         }
     finally:
         stop.set()
@@ -576,11 +600,14 @@ def report_lines(results: dict) -> list[str]:
     idle = results.get("idle")
     if idle:
         rows.append(
-            f"| {idle['agents']} connected idle node agents (each a work long poll, two relay "
-            f"exchange long polls, a heartbeat every 20 s): the coordinator process's CPU "
+            f"| {idle['agents']} connected idle node agents (each a work long poll and "
+            f"{idle['relay_polls']} relay exchange long polls of {idle['poll_wait_s']:g} s, a "
+            f"heartbeat every {idle['heartbeat_s']:g} s): the coordinator process's CPU "
             f"| <= 1 CPU-s per minute | {idle['cpu_s_per_min']:.2f} CPU-s per minute | "
-            f"measured over {idle['seconds']:.0f} s from the process's CPU times; "
-            f"{idle['threads']} threads | {verdict[idle['cpu_s_per_min'] <= 1]} |"
+            f"the same agents without heartbeats (long polls only): "
+            f"{idle['cpu_s_per_min_polls_only']:.2f} CPU-s per minute; each over "
+            f"{idle['seconds']:.0f} s, from the process's CPU times; {idle['threads']} "
+            f"threads | {verdict[idle['cpu_s_per_min'] <= 1]} |"
         )
     return rows
 

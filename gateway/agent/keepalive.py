@@ -74,8 +74,9 @@ class KeepAlive:
         if conn is not None and conn.sock is not None:
             # A kept connection the server has closed meanwhile reads as ready (EOF):
             # open a new one rather than send a request nobody will read.
-            readable, _, _ = select.select([conn.sock], [], [], 0)
-            if readable:
+            poller = select.poll()  # not select(): no limit on descriptor numbers
+            poller.register(conn.sock, select.POLLIN)
+            if poller.poll(0):
                 conn.close()
                 conn = None
         if conn is None:

@@ -8,7 +8,9 @@ coordinator's relay listener, carried to this node's own gateway and answered.
   worker that takes a call wakes or starts another so that calls arriving meanwhile
   are taken at once; at most `workers`, 32, handle calls at the same time, because a
   `/lastresult` blocks until its command is done and other sessions must not wait for
-  it; idle workers beyond the pollers park).
+  it; idle workers beyond the pollers park). After a whole poll without a call only
+  one worker keeps waiting (an idle station costs the coordinator one relay poll);
+  the first call brings the second back.
 - Each call is checked against the node's policy (`policy.collaborations`,
   `policy.users` of the agent's configuration), read from the relay token itself, not
   from what the coordinator says; a refused call is answered 403 in the face's format.
@@ -138,6 +140,7 @@ class RelayAgent:
         }
         self._cond = threading.Condition()
         self._polling = 0  # workers waiting in an exchange for new calls
+        self._want = self.pollers  # how many should wait: `pollers`, 1 once idle
         self._parked = 0  # workers with nothing to do
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
@@ -197,16 +200,17 @@ class RelayAgent:
         try:
             while not self._stop.is_set():
                 with self._cond:
-                    polls = self._polling < self.pollers
+                    polls = self._polling < self._want
                     if polls:
                         self._polling += 1
                     elif not answers:
                         self._parked += 1
                         self._cond.wait_for(
-                            lambda: self._stop.is_set() or self._polling < self.pollers
+                            lambda: self._stop.is_set() or self._polling < self._want
                         )
                         self._parked -= 1
                         continue
+                sent = bool(answers)
                 try:
                     calls = self._exchange(link, answers, self.poll_wait if polls else 0)
                     answers = []
@@ -222,6 +226,10 @@ class RelayAgent:
                             self._polling -= 1
                 self._link_up()
                 if not calls:
+                    if polls and not sent:  # a whole poll without a call: idle
+                        with self._cond:
+                            if self._polling >= 1:  # another waits: one is enough
+                                self._want = 1
                     continue
                 self._more_pollers()
                 for item in calls:
@@ -235,6 +243,7 @@ class RelayAgent:
         """This worker is busy with a call: if no other waits for the next calls, have
         one do so. (While another waits, this one answers with its next poll.)"""
         with self._cond:
+            self._want = self.pollers  # calls are coming: wait for them with more
             if self._polling > 0 or self._stop.is_set():
                 return
             if self._parked:

@@ -311,6 +311,17 @@ def test_relay_overhead_on_an_aggregate_round_trip(relay, gateway):
     assert overhead < 50, median
 
 
+def test_an_idle_agent_keeps_one_relay_poll_and_more_once_calls_come(relay):
+    """Idle, the agent holds one relay poll at the coordinator (a waitress thread each);
+    the first call brings back a second, so that calls arriving meanwhile are taken."""
+    agent = relay.agent
+    _until(lambda: agent._want == 1, 15, "the agent to settle on one poll (poll_wait 2 s)")
+    client = relayed(relay, relay_token(relay, relay.node_a))
+    assert client.login().status_code == 204
+    assert agent._want == agent.pollers == 2
+    assert client.post("/logout").status_code in (200, 204)
+
+
 def test_a_blocking_lastresult_does_not_hold_up_other_relayed_sessions(relay):
     """/lastresult blocks until its command is done; the agent forwards calls
     concurrently, so another session (even on the same node) is not kept waiting."""
