@@ -612,6 +612,37 @@ def report_lines(results: dict) -> list[str]:
     return rows
 
 
+def report_notes(results: dict) -> list[str]:
+    """Markdown bullets on what the figures show beyond the table (bench/run.py adds
+    them under "How to read them")."""
+    notes = []
+    for d in results.get("dispatch") or []:
+        ph = d["phases"]
+        late = ph["task_finished"] - ph["last_run_finished"]
+        if late > 1:
+            notes += [
+                f"- Dispatch ({d['broker']}, {d['database']}): the last result was in "
+                f"{ph['last_run_finished']:.2f} s after creation but the task finished at "
+                f"{ph['task_finished']:.2f} s:",
+                "  the final results were stored by concurrent requests, neither of which saw",
+                "  every run final, so no `finalize` was queued and the periodic sweep",
+                "  (SWEEP_INTERVAL) finalised the task instead (the worker's log shows",
+                "  `finalized: 1` from the sweep). The fix belongs in the result endpoint",
+                "  (serialise the all-runs-final check per task, e.g. lock the task row).",
+            ]
+    idle = results.get("idle")
+    if idle and idle["cpu_s_per_min"] > 1:
+        notes += [
+            f"- Idle: {idle['cpu_s_per_min']:.2f} CPU-s per minute, of which the heartbeats "
+            f"(every {idle['heartbeat_s']:g} s) are about "
+            f"{idle['cpu_s_per_min'] - idle['cpu_s_per_min_polls_only']:.2f}.",
+            "  Meeting 1 CPU-s needs fewer requests per idle agent (no heartbeat while no",
+            "  run is running: the polls already keep a node online; longer polls) or far",
+            "  cheaper ones; the relay keeps one exchange poll per idle station.",
+        ]
+    return notes
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trips", type=int, default=200)
@@ -630,7 +661,7 @@ def main() -> int:
         tuple(args.skip),
     )
     print(json.dumps(results, indent=2))
-    print("\n".join(report_lines(results)))
+    print("\n".join([*report_lines(results), "", *report_notes(results)]))
     return 0
 
 

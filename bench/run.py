@@ -383,6 +383,7 @@ def coordinator_section(results: dict) -> list[str]:
         "  (Flask, marshmallow, SQLAlchemy); 200 agents each renewing a work poll and a",
         "  relay poll every 55 s and heartbeating every 20 s make about 16 requests a",
         "  second. The window without heartbeats shows what the long polls alone cost.",
+        *results.get("coordinator_notes", []),
         "",
     ]
 
@@ -447,6 +448,7 @@ def main() -> int:
         coordinator = load_module("bench_coordinator", Path(__file__).with_name("coordinator.py"))
         results["coordinator"] = coordinator.bench()
         results["coordinator_rows"] = coordinator.report_lines(results["coordinator"])
+        results["coordinator_notes"] = coordinator.report_notes(results["coordinator"])
     images_path = Path(__file__).with_name("images.py")
     if not args.skip_images and images_path.exists():
         images = load_module("bench_images", images_path)
