@@ -194,3 +194,6 @@ class Agent:
                 log.info("coordinator cancelled runs %s", cancel)
                 with self._lock:
                     self._cancelled.update(cancel)
+                stop = getattr(self.executor, "cancel", None)  # image runs: kill the container
+                for run_id in cancel if stop is not None else ():
+                    stop(run_id)

@@ -364,3 +364,30 @@ def test_a_rejection_and_a_revocation_end_runs_not_approved_with_the_reason(stac
     assert central == {"image.reject": ["erik"], "image.revoke": ["dana"]}
     refused = central_audit(w, "image.decision.refused")
     assert [(actor, outcome) for actor, outcome, _ in refused] == [("node-a", "refused")]
+
+
+def test_a_cancelled_task_kills_its_running_containers(stack, probe_image, docker_client):
+    w = stack
+    a = w.stations["node-a"]
+    a.cli("approve", probe_image, "--reason", "probe, again", "--by", "dana")
+    script = "import time\nprint('waiting', flush=True)\ntime.sleep(600)\n"
+    task = image_task(
+        w, f"dsgateway-test/probe:dev@{probe_image}", script, PROBE, node_ids=[w.node_ids["node-a"]]
+    )
+
+    def running():
+        runs = api(w, "GET", f"/tasks/{task['id']}/image-runs").json()
+        return bool(runs) and runs[0]["status"] == "running"
+
+    until(running, 120, "the run to be running")
+    assert api(w, "POST", f"/tasks/{task['id']}/cancel").status_code == 200
+
+    def killed():
+        return [e for e in a.audit_lines("image_run") if e["status"] == "killed"]
+
+    ended = until(killed, 120, "the node to kill the run")
+    assert "cancelled by the coordinator" in ended[-1]["message"]
+    label = {"label": "dsgateway.node=e2e-tasks-node-a"}
+    until(lambda: not docker_client.containers.list(all=True, filters=label), 60, "clean-up")
+    run = api(w, "GET", f"/tasks/{task['id']}/image-runs").json()[0]
+    assert run["status"] == "cancelled"
