@@ -36,8 +36,15 @@ RPY2_REQUIREMENT=${RPY2_REQUIREMENT:-$(bash "$ROOT/scripts/rpy2-requirement.sh")
 mkdir -p "$BUILD/wheels"
 rm -f "$BUILD"/wheels/dsgateway-*.whl
 say "pip wheel -> $BUILD/wheels ($RPY2_REQUIREMENT)"
-"$PYTHON" -m pip wheel -q -c "$ROOT/constraints.txt" -w "$BUILD/wheels" \
-    "$ROOT[node,coordinator,images]" "$RPY2_REQUIREMENT"
+# async-timeout: redis wants it on Python < 3.11.3 (Debian bookworm has 3.11.2), which
+# pip on a newer 3.11 would leave out.
+if ! "$PYTHON" -m pip wheel -q -c "$ROOT/constraints.txt" -w "$BUILD/wheels" \
+    "$ROOT[node,coordinator,images]" "$RPY2_REQUIREMENT" "async-timeout>=4.0.3" \
+    >"$BUILD/pip-wheel.log" 2>&1; then
+    tail -40 "$BUILD/pip-wheel.log" >&2
+    say "pip wheel failed (log: $BUILD/pip-wheel.log)"
+    exit 1
+fi
 echo "$RPY2_REQUIREMENT" >"$BUILD/rpy2-requirement.txt"
 
 # 2. The R server package, copied so that the build context stays docker/ alone.
