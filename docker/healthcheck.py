@@ -28,8 +28,22 @@ def http(url: str) -> int:
     return 0 if resp.status == 200 else 1
 
 
+def _secrets_from_files() -> None:
+    """As dsgateway-entrypoint does: Docker runs health checks without the entry point,
+    and the app would otherwise make a SECRET_KEY of its own in the instance folder."""
+    for name, path in list(os.environ.items()):
+        base = name[: -len("_FILE")]
+        if name.startswith("DSGATEWAY_") and name.endswith("_FILE"):
+            if base != "DSGATEWAY_COORD_RELAY_PRIVATE_KEY":
+                with open(path) as fh:
+                    os.environ[base] = fh.read().rstrip("\n")
+                del os.environ[name]
+
+
 def celery() -> int:
     from gateway.coordinator import create_app
+
+    _secrets_from_files()
 
     app = create_app()
     name = f"celery@{socket.gethostname()}"
