@@ -148,6 +148,11 @@ def post_result(run_id, body):
         },
     )
     task = run.task
+    db.commit()
+    # Checked after the commit, not before: two nodes' last results committing at the
+    # same moment would each see the other's run still open inside their own
+    # transactions, and neither would queue finalize. After both commits at least one
+    # of them sees every run final (a second finalize is harmless: it is idempotent).
     finished = all_runs_final(s, task)
     db.commit()
     if finished:
