@@ -314,13 +314,14 @@ def report_lines(results: dict) -> list[str]:
     if idle:
         rows.append(
             f"| {idle['agents']} connected idle node agents (each a work long poll and "
-            f"{idle['relay_polls']} relay exchange long polls of {idle['poll_wait_s']:g} s, a "
-            f"heartbeat every {idle['heartbeat_s']:g} s): the coordinator process's CPU "
-            f"| <= 1 CPU-s per minute | {idle['cpu_s_per_min']:.2f} CPU-s per minute | "
-            f"the same agents without heartbeats (long polls only): "
-            f"{idle['cpu_s_per_min_polls_only']:.2f} CPU-s per minute; each over "
+            f"{idle['relay_polls']} relay exchange long poll of {idle['poll_wait_s']:g} s; "
+            f"no heartbeats, as a real agent sends none while it holds no run): the "
+            f"coordinator process's CPU | <= 1 CPU-s per minute | "
+            f"{idle['cpu_s_per_min_polls_only']:.2f} CPU-s per minute | the same agents "
+            f"also heartbeating every {idle['heartbeat_s']:g} s (as while running): "
+            f"{idle['cpu_s_per_min']:.2f} CPU-s per minute; each over "
             f"{idle['seconds']:.0f} s, from the process's CPU times; {idle['threads']} "
-            f"threads | {verdict[idle['cpu_s_per_min'] <= 1]} |"
+            f"threads | {verdict[idle['cpu_s_per_min_polls_only'] <= 1]} |"
         )
     return rows
 
