@@ -30,7 +30,7 @@ def _store(ctx: click.Context):
     from gateway.agent.images.policy import ImagePolicy
     from gateway.node.audit import AuditLog
 
-    state_dir: Path = ctx.obj["state_dir"]
+    state_dir = _state_dir(ctx.obj)
     audit = AuditLog(state_dir / "audit.log")
     ctx.call_on_close(audit.close)
     policy = ImagePolicy.in_state_dir(state_dir, audit)
@@ -62,18 +62,23 @@ def _do(action):
 @click.pass_context
 def images(ctx: click.Context, config_file: str | None, state_dir: str | None) -> None:
     """Client images: which digests may run at this station."""
+    # Resolved when a subcommand opens the store, not here: `images approve --help`
+    # must work without naming a store.
+    ctx.ensure_object(dict).update(config_file=config_file, state_dir=state_dir)
+
+
+def _state_dir(obj: dict) -> Path:
+    config_file, state_dir = obj.get("config_file"), obj.get("state_dir")
     if bool(config_file) == bool(state_dir):
         raise click.UsageError("Give either --config node.yaml or --state-dir DIR.")
     if config_file:
         from gateway.node.config import ConfigError, NodeConfig
 
         try:
-            state = NodeConfig.from_file(config_file).state_dir
+            return Path(NodeConfig.from_file(config_file).state_dir)
         except ConfigError as err:
             raise click.ClickException(str(err)) from None
-    else:
-        state = Path(state_dir)
-    ctx.ensure_object(dict)["state_dir"] = Path(state)
+    return Path(state_dir)
 
 
 def _login_name() -> str:
