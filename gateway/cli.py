@@ -290,7 +290,22 @@ def _gateway_demo(seed: int, keep: bool) -> None:
 
 
 from gateway.agent.cli import node  # noqa: E402 (the station's group: gateway + agent)
-from gateway.coordinator.cli import coordinator  # noqa: E402 (the coordinator's group)
+
+try:  # a station installs only the [node] extra: the coordinator's group needs Celery
+    from gateway.coordinator.cli import coordinator
+except ImportError as missing:
+    _why = f"{missing}"
+
+    @click.group(invoke_without_command=True, context_settings={"ignore_unknown_options": True})
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    def coordinator(args) -> None:
+        """The coordinator (not installed here: pip install 'dsgateway[coordinator]')."""
+        raise click.ClickException(
+            f"The coordinator's parts are not installed ({_why}); "
+            "install them with: pip install 'dsgateway[coordinator]'"
+        )
+
+
 from gateway.docs_reference import docs  # noqa: E402 (generated references, `make docs`)
 
 cli.add_command(coordinator)
