@@ -209,6 +209,9 @@ def test_a_restarted_agent_loses_nothing(coordinator):
     done = final(w, task["id"])
     assert done["status"] == "completed" and result(w, task["id"]) == {str(w.nodes[0]): 2}
     release.set()
+    # The agent counts a result once the coordinator's answer is back, which can be a
+    # moment after the task shows completed: wait for the count, then check it is one.
+    _until(lambda: second.completed, 10, "the second agent to count its result")
     assert second.completed == 1
     runs = w.client.get(f"/api/tasks/{task['id']}/runs", headers=w.as_user("alice")).json
     assert [r["attempts"] for r in runs] == [2]
