@@ -7,93 +7,26 @@ session (its cookie, its R symbols, held at the node) carries on through the rel
 from __future__ import annotations
 
 import statistics
-import subprocess
-import sys
 import time
 
 import pytest
-import yaml
 
 from tests.functional.conftest import Armadillo
 from tests.functional.rds import unserialize
-from tests.functional.test_coordinator_processes import (
-    ADMIN_PASSWORD,
-    ROOT,
-    Federation,
-    Process,
-    _free_port,
-    _until,
-)
+from tests.functional.stack import Stack, running_stack, until
 
 pytestmark = [pytest.mark.slow, pytest.mark.r]
 TEXT = {"Content-Type": "text/plain"}
 
 
-class RelayProcess(Process):
-    def start(self) -> RelayProcess:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway.coordinator.relay", *self.args],
-                cwd=ROOT,
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        return self
-
-
 @pytest.fixture
-def station(tmp_path, r_lib):
-    fed = Federation(tmp_path, r_lib)
-    fed.relay_url = f"http://127.0.0.1:{_free_port()}"
-    fed.env["DSGATEWAY_COORD_RELAY_PORT"] = fed.relay_url.rsplit(":", 1)[1]
-    fed.coordinator = RelayProcess([], fed.env, tmp_path / "coordinator.log")
-    env = {**fed.env, "DSGATEWAY_ADMIN_PASSWORD": ADMIN_PASSWORD}
-    subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "coordinator", "create-admin"],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-    fed.start_coordinator()
-    try:
-        fed.login()
-        org = fed.api("POST", "/organizations", json={"name": "Hospital A"}).json()["id"]
-        collab = fed.api(
-            "POST", "/collaborations", json={"name": "study", "organization_ids": [org]}
-        ).json()["id"]
-        me = fed.api("GET", "/auth/me").json()
-        fed.api(
-            "POST",
-            f"/users/{me['id']}/roles",
-            json={"name": "researcher", "collaboration_id": collab},
-        )
-        node = fed.api(
-            "POST",
-            "/nodes",
-            json={
-                "name": "node-a",
-                "organization_id": org,
-                "collaboration_id": collab,
-                "projects": ["demo"],
-            },
-        ).json()
-        fed.node_id = node["id"]
-        fed.add_station("node-a", node["api_key"], 1, r_lib)
-        node_yaml = yaml.safe_load((tmp_path / "node-a" / "node.yaml").read_text())
-        fed.gateway_url = f"http://127.0.0.1:{node_yaml['server']['port']}"
-        _until(lambda: fed.api("GET", f"/nodes/{fed.node_id}").json()["online"], 90, "the station")
-        yield fed
-    finally:
-        fed.stop()
-        for log in sorted(tmp_path.glob("**/*.log")):
-            if log.name != "audit.log":
-                print(f"--- {log}\n{log.read_text()[-3000:]}")
+def stack(tmp_path, r_lib):
+    with running_stack(tmp_path, r_lib, stations=("node-a",), relay=True) as stack:
+        yield stack
 
 
-def _relay_token(fed) -> str:
-    r = fed.api("POST", "/auth/relay-token", json={"node_id": fed.node_id})
+def _relay_token(stack: Stack) -> str:
+    r = stack.api("POST", "/auth/relay-token", json={"node_id": stack.node_ids["node-a"]})
     assert r.status_code == 200, r.text
     return r.json()["token"]
 
@@ -106,18 +39,17 @@ def _dims(client: Armadillo):
     return result.content
 
 
-def test_a_relayed_session_survives_a_coordinator_restart(station):
-    fed = station
-    token = _relay_token(fed)
-    via = Armadillo(fed.relay_url, token=token)
-    _until(lambda: via.login().status_code == 204, 30, "a login through the relay")
+def test_a_relayed_session_survives_a_coordinator_restart(stack):
+    token = _relay_token(stack)
+    via = Armadillo(stack.relay_url, token=token)
+    until(lambda: via.login().status_code == 204, 30, "a login through the relay")
     assert via.load_table("D", "demo/cohort/patients")["status"] == "COMPLETED"
-    direct = Armadillo(fed.gateway_url, token=token)
+    direct = Armadillo(stack.stations["node-a"].gateway_url, token=token)
     assert direct.login().status_code == 204
     direct.load_table("D", "demo/cohort/patients")
     relayed_bytes = _dims(via)
     assert relayed_bytes == _dims(direct)
-    assert unserialize(relayed_bytes)
+    assert unserialize(relayed_bytes)[:2] == [500, 11]  # the station's data, seed 1
 
     # The relay's overhead on an aggregate round trip (execute + lastresult), every part
     # its own process, both measured in the same run.
@@ -141,10 +73,10 @@ def test_a_relayed_session_survives_a_coordinator_restart(station):
         )
         assert overhead < 50, median  # loose: shared machines
 
-    fed.coordinator.kill()
-    fed.start_coordinator()
+    stack.kill_coordinator()
+    stack.start_coordinator()
     # The agent reconnects; the R session (cookie, symbols) lives at the node.
-    _until(lambda: via.get("/symbols").status_code == 200, 60, "the relay after the restart")
+    until(lambda: via.get("/symbols").status_code == 200, 60, "the relay after the restart")
     assert via.get("/symbols").json() == ["D"]
     assert _dims(via) == relayed_bytes
     assert via.post("/logout").status_code in (200, 204)
