@@ -59,6 +59,15 @@ from gateway.client.errors import (
 
 __all__ = ["ArmadilloConnection", "ArmadilloDriver", "ArmadilloRSession", "ArmadilloResult"]
 
+# DSMolgenisArmadillo's mapping of an error status to its kind of error and its words;
+# any other error status is a server error.
+_STATUS_ERRORS: dict[int, tuple[type[ArmadilloError], str]] = {
+    400: (BadRequest, "Bad request"),
+    401: (AuthenticationError, "Unauthorized"),
+    403: (AccessDenied, "Access denied"),
+    404: (NotFound, "Not found"),
+}
+
 #: Seconds to wait for an answer (a command's value may take long to compute).
 DEFAULT_TIMEOUT = 300.0
 _POLL_FIRST = 0.002
@@ -229,25 +238,8 @@ class ArmadilloConnection(DSConnection):
             return
         message = _message(response)
         where = f"{response.request.method} {response.request.path_url}"
-        if code == 400:
-            raise BadRequest(
-                f"Bad request: {message}", server_message=message, status=400, details=where
-            )
-        if code == 401:
-            raise AuthenticationError(
-                f"Unauthorized: {message}", server_message=message, status=401, details=where
-            )
-        if code == 403:
-            raise AccessDenied(
-                f"Access denied: {message}", server_message=message, status=403, details=where
-            )
-        if code == 404:
-            raise NotFound(
-                f"Not found: {message}", server_message=message, status=404, details=where
-            )
-        raise ServerError(
-            f"Internal server error: {message}", server_message=message, status=code, details=where
-        )
+        kind, words = _STATUS_ERRORS.get(code, (ServerError, "Internal server error"))
+        raise kind(f"{words}: {message}", server_message=message, status=code, details=where)
 
     def _json(self, method: str, path: str, **kw) -> Any:
         response = self._checked(method, path, **kw)
