@@ -13,6 +13,10 @@ The agent configuration's `images` section (absent: this node runs no images):
       pull: true                  # pull an approved image that is missing, by digest
       tokens_from: node           # node: sign run tokens (HS256 gateway secret);
                                   # coordinator: take them from the work item
+      relay: http://coordinator.internal:5001  # the coordinator's relay listener: runs
+                                  # of tasks that ask for the relay reach it (only it);
+                                  # unset: such runs fail
+      disclosure: {min_count: 5, max_rows: 100, allow_png: true, identifiers: [...]}
       coordinator_decisions: true # apply decisions stewards make at the coordinator
       sync_interval: 10           # seconds between looks at the store and the queue
       limits: {memory_mb: 512, cpus: 1, pids: 256, wall_time: 600, output_bytes: ...}
@@ -29,12 +33,14 @@ from dataclasses import dataclass, field
 from dataclasses import fields as dc_fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from gateway.agent.config import AgentConfig, AgentConfigError
 from gateway.agent.executors import Executor, GatewayExecutor, RunOutcome
 from gateway.agent.images.contract import RunLimits, RunStatus
+from gateway.agent.images.disclosure import DisclosureRules
 
 __all__ = ["DispatchExecutor", "ImageSettings", "build_executor", "image_settings"]
 
@@ -73,6 +79,8 @@ class _ImagesSchema(Schema):
     pull = fields.Bool(load_default=True)
     tokens_from = fields.Str(load_default="node", validate=validate.OneOf(["node", "coordinator"]))
     coordinator_decisions = fields.Bool(load_default=True)
+    relay = fields.Str(load_default=None, allow_none=True, validate=validate.Length(max=512))
+    disclosure = fields.Dict(load_default=None, allow_none=True)
     sync_interval = fields.Float(load_default=10, validate=validate.Range(min=0.05, max=3600))
     limits = fields.Nested(_LimitsSchema, load_default=dict)
 
@@ -86,8 +94,24 @@ class ImageSettings:
     pull: bool = True
     tokens_from: str = "node"
     coordinator_decisions: bool = True
+    relay: tuple[str, int] | None = None
+    disclosure: DisclosureRules = field(default_factory=DisclosureRules)
     sync_interval: float = 10
     limits: RunLimits = field(default_factory=RunLimits)
+
+
+def relay_address(url: str) -> tuple[str, int]:
+    """(host, port) of `images.relay`: a plain http:// address. The forwarder carries
+    bytes and does not speak TLS, so an https:// relay is refused rather than reached
+    some other way."""
+    parsed = urlsplit(url)
+    if parsed.scheme != "http" or not parsed.hostname or parsed.path not in ("", "/"):
+        raise AgentConfigError(
+            f"Invalid `images.relay` {url!r}: give the relay listener as http://host:port "
+            "(the run's forwarder does not speak TLS: use the relay's address on a network "
+            "you trust)."
+        )
+    return parsed.hostname, parsed.port or 80
 
 
 def image_settings(raw: Any, base_dir: Path | None = None) -> ImageSettings:
@@ -98,6 +122,12 @@ def image_settings(raw: Any, base_dir: Path | None = None) -> ImageSettings:
         raise AgentConfigError(f"Invalid `images` configuration: {err.messages}") from None
     except ValueError as err:
         raise AgentConfigError(f"Invalid `images.limits`: {err}") from None
+    try:
+        data["disclosure"] = DisclosureRules.from_dict(data["disclosure"])
+    except (ValueError, TypeError) as err:
+        raise AgentConfigError(f"Invalid `images.disclosure`: {err}") from None
+    if data["relay"]:
+        data["relay"] = relay_address(data["relay"])
     if data["work_dir"]:
         path = Path(os.path.expanduser(data["work_dir"]))
         data["work_dir"] = path if path.is_absolute() else (base_dir or Path.cwd()) / path
@@ -223,6 +253,8 @@ def build_executor(
             limits=settings.limits,
             node=node_name,
             pull=settings.pull,
+            relay=settings.relay,
+            disclosure=settings.disclosure,
         ),
         audit,
     )

@@ -6,8 +6,11 @@ The contract the image sees (docs/client-images.md):
 - environment: `DSGATEWAY_URL` (the node's gateway: Armadillo API at `/`, Opal API at
   `/ws`), `DSGATEWAY_TOKEN` (a short-lived Bearer token of the researcher),
   `DSGATEWAY_PROFILE`, `DSGATEWAY_INPUT`, `DSGATEWAY_OUTPUT`,
-  `DSGATEWAY_OUTPUT_LIMIT` (bytes), `DSGATEWAY_RUN_ID`;
-- exit code 0: the run completed; anything else: it failed.
+  `DSGATEWAY_OUTPUT_LIMIT` (bytes), `DSGATEWAY_RUN_ID`; for a task that asked for the
+  relay, `DSGATEWAY_RELAY_URL` and `DSGATEWAY_STATIONS` (JSON: every target station's
+  name, Armadillo and Opal address through the run's proxy, and relay token);
+- exit code 0: the run completed (the output is checked, then disclosure-checked);
+  anything else: it failed.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from gateway.agent.images.disclosure import DisclosureRules
+
 __all__ = [
     "FILE_NAME_PATTERN",
     "OutputFile",
@@ -27,6 +32,7 @@ __all__ = [
     "RunRequest",
     "RunResult",
     "RunStatus",
+    "Station",
 ]
 
 #: Names of input and output files: no paths, no hidden files.
@@ -92,6 +98,24 @@ class RunLimits:
 
 
 @dataclass(frozen=True)
+class Station:
+    """A station a multi-node run may open through the coordinator's relay."""
+
+    name: str
+    node_id: int
+    token: str  # a relay token of the researcher for that node (and this collaboration)
+
+    def to_env(self, relay_url: str) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "node_id": self.node_id,
+            "url": relay_url,  # Armadillo face: the token names the node
+            "opal_url": f"{relay_url}/nodes/{self.node_id}",
+            "token": self.token,
+        }
+
+
+@dataclass(frozen=True)
 class RunRequest:
     run_id: str  # unique per run; names the containers and network
     image: str  # as the researcher gave it: name[:tag][@sha256:...] or sha256:...
@@ -103,6 +127,8 @@ class RunRequest:
     files: Mapping[str, str | bytes] = field(default_factory=dict)  # put in /input
     parameters: Any = None  # /input/parameters.json
     timeout: float | None = None  # wall time asked for; at most the node's limit
+    stations: tuple[Station, ...] = ()  # through the relay (the task asked for it)
+    disclosure: DisclosureRules | None = None  # the coordinator's rules (the node adds its own)
 
 
 @dataclass(frozen=True)
@@ -137,6 +163,7 @@ class RunResult:
     digest: str | None = None  # the approved digest the run was pinned to
     image_id: str | None = None  # the local image that ran
     timings: dict[str, float] = field(default_factory=dict)  # seconds
+    blocked: bool = False  # refused by the disclosure check (the audit says so)
 
     @property
     def ok(self) -> bool:
@@ -155,6 +182,7 @@ class RunResult:
             "exit_code": self.exit_code,
             "digest": self.digest,
             "image_id": self.image_id,
+            "blocked": self.blocked,
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
         }
 

@@ -11,7 +11,15 @@ A work item is an image run when `item["kind"]` is "image" or `item["algorithm"]
      "digest": "sha256:...",           # optional when `image` carries it; must agree
      "files": {"analysis.R": "..."},   # put in /input (text)
      "input": {...},                   # /input/parameters.json
-     "timeout": 600}                   # seconds, at most the node's limit
+     "timeout": 600,                   # seconds, at most the node's limit
+     "relay": false}                   # true: the script opens every target station
+                                       # through the coordinator's relay
+
+and, beside them, what the coordinator adds to an image run's item:
+`gateway_token` (a relay token for this node: `tokens_from: coordinator`),
+`relay_stations` ([{"name", "node_id", "token"}], when `relay` is true) or
+`relay_error` (why the coordinator could not give them), and `disclosure` (the
+coordinator's disclosure rules, applied with the node's own).
 
 The agent's policy (collaborations, users, algorithms: "image" must be allowed) is
 checked first, then the steward's image policy inside the runner. The outcome is
@@ -28,7 +36,8 @@ from collections.abc import Callable
 
 from gateway.agent.config import Policy
 from gateway.agent.executors import Executor, RunFailed, RunOutcome, check_policy
-from gateway.agent.images.contract import RunRequest, RunResult, RunStatus
+from gateway.agent.images.contract import RunRequest, RunResult, RunStatus, Station
+from gateway.agent.images.disclosure import DisclosureRules
 from gateway.agent.images.runner import ImageRunner
 from gateway.agent.images.tokens import TokenSource, TokenUnavailable
 
@@ -57,6 +66,12 @@ def request_from_item(item: dict, token: str, profile: str) -> RunRequest:
     digest = params.get("digest")
     if digest is not None and not isinstance(digest, str):
         raise RunFailed("image run: `parameters.digest` is a string (sha256:...).")
+    try:
+        rules = DisclosureRules.from_dict(item["disclosure"]) if item.get("disclosure") else None
+    except (ValueError, TypeError) as err:  # fail closed: no run without readable rules
+        raise RunFailed(
+            f"image run: the coordinator's disclosure rules are unusable: {err}"
+        ) from None
     return RunRequest(
         run_id=str(item["run_id"]),
         image=params["image"],
@@ -68,7 +83,22 @@ def request_from_item(item: dict, token: str, profile: str) -> RunRequest:
         files=files,
         parameters=params.get("input"),
         timeout=timeout,
+        stations=stations_from_item(item) if params.get("relay") is True else (),
+        disclosure=rules,
     )
+
+
+def stations_from_item(item: dict) -> tuple[Station, ...]:
+    """The relay stations the coordinator sent for a run that asked for the relay;
+    RunFailed with the coordinator's reason when there are none."""
+    raw = item.get("relay_stations")
+    if not raw:
+        why = item.get("relay_error") or "the work item carries no relay tokens"
+        raise RunFailed(f"This run asked for the relay, but {why}.")
+    try:
+        return tuple(Station(str(s["name"]), int(s["node_id"]), str(s["token"])) for s in raw)
+    except (KeyError, TypeError, ValueError):
+        raise RunFailed("image run: `relay_stations` is malformed.") from None
 
 
 class ImageExecutor(Executor):

@@ -2,13 +2,14 @@
 
 It runs twice per image run (docs/client-images.md, "How the container reaches the
 gateway"):
-- inside the run's proxy container (this file mounted read-only, Python's standard
-  library only): TCP on the run's internal network -> the run's unix socket;
-- in the agent (`sidecar.GatewayForwarder` imports `serve`): that unix socket -> the
-  gateway's TCP address.
-It never parses what it carries and cannot be told another destination.
+- inside the run's proxy container (passed as `python3 -c`, Python's standard library
+  only): TCP on the run's internal network -> the run's unix socket;
+- in the agent (`forwarder.GatewayForwarder` imports `serve`): that unix socket -> the
+  gateway's TCP address (or the coordinator's relay listener).
+It never parses what it carries and cannot be told another destination. A run that may
+use the relay has a second pair: its own port, its own socket, its own destination.
 
-    python3 proxy_main.py LISTEN_HOST:PORT UNIX_SOCKET_PATH
+    python3 proxy_main.py LISTEN_HOST:PORT UNIX_SOCKET_PATH [LISTEN_HOST:PORT UNIX_SOCKET_PATH]
 """
 
 from __future__ import annotations
@@ -89,13 +90,7 @@ def serve(
         threading.Thread(target=handle, args=(client,), daemon=True).start()
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        print(__doc__, file=sys.stderr)
-        return 2
-    host, _, port = argv[0].rpartition(":")
-    target = argv[1]
-
+def _unix_connector(target: str) -> Callable[[], socket.socket]:
     def connect() -> socket.socket:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -105,9 +100,32 @@ def main(argv: list[str]) -> int:
             raise
         return s
 
-    listener = socket.create_server((host, int(port)), backlog=MAX_CONNECTIONS)
-    print(f"dsgateway proxy: {argv[0]} -> {target}: ready", flush=True)
-    serve(listener, connect, threading.Event())
+    return connect
+
+
+def main(argv: list[str]) -> int:
+    if not argv or len(argv) % 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    pairs = list(zip(argv[0::2], argv[1::2], strict=True))
+    # Every listener is bound before "ready" is printed: the node starts the analysis
+    # only then, so its first connection never finds a port closed.
+    listeners = []
+    for listen, target in pairs:
+        host, _, port = listen.rpartition(":")
+        listener = socket.create_server((host, int(port)), backlog=MAX_CONNECTIONS)
+        listeners.append((listener, _unix_connector(target)))
+    stop = threading.Event()
+    threads = [
+        threading.Thread(target=serve, args=(listener, connect, stop), daemon=True)
+        for listener, connect in listeners
+    ]
+    for thread in threads:
+        thread.start()
+    shown = ", ".join(f"{listen} -> {target}" for listen, target in pairs)
+    print(f"dsgateway proxy: {shown}: ready", flush=True)
+    for thread in threads:
+        thread.join()
     return 0
 
 

@@ -19,9 +19,12 @@ Order of a run, and the status a researcher sees at each step:
 4. `running`: until it exits, the wall-time limit (`timed out`, killed), a cancel
    (`killed`) or the kernel's OOM killer (`killed`); stdout/stderr are streamed into a
    bounded capture (logs.py).
-5. exit 0: the output is read and checked (outputs.py): `completed`, or `failed` with
-   the reason it may not leave; any other exit: `failed` with the exit code (and
-   "the process limit was reached" when the pids limit refused a fork).
+5. exit 0: the output is read and checked (outputs.py: size, type), then
+   disclosure-checked (disclosure.py: the node's rules and the coordinator's, the
+   stricter of each): `completed`, or `failed` with the reason it may not leave
+   ("Blocked by disclosure check at the node: ..."); any other exit: `failed` with
+   the exit code (and "the process limit was reached" when the pids limit refused a
+   fork).
 6. always: every container, the network, the volume, the socket and the directory are
    removed, whatever happened before.
 Every run is written to the node's audit log (`action: image_run`).
@@ -48,6 +51,7 @@ from gateway.agent.images.contract import (
     RunStatus,
     check_file_name,
 )
+from gateway.agent.images.disclosure import DisclosureRefused, DisclosureRules, check_outputs
 from gateway.agent.images.logs import LogCapture
 from gateway.agent.images.outputs import OutputRefused, read_outputs
 from gateway.agent.images.policy import ImagePolicy
@@ -82,6 +86,12 @@ class RunnerConfig:
     user: str | None = None  # "uid:gid" of the containers (see sandbox.container_user)
     pull: bool = True  # pull an approved image that is missing, by its digest
     proxy_port: int = 8080
+    # The coordinator's relay listener (host, port) as the agent reaches it; None: runs
+    # that ask for the relay fail (never a wider network instead).
+    relay: tuple[str, int] | None = None
+    relay_port: int = 8081
+    # The node's own disclosure rules; a run's request may add the coordinator's.
+    disclosure: DisclosureRules = field(default_factory=DisclosureRules)
 
 
 class _Refused(Exception):
@@ -133,6 +143,9 @@ class ImageRunner:
             result.status, result.reason = RunStatus.NOT_APPROVED, str(err)
         except _Cancelled as err:
             result.status, result.reason = RunStatus.KILLED, str(err)
+        except DisclosureRefused as err:
+            result.status, result.outputs, result.blocked = RunStatus.FAILED, [], True
+            result.reason = f"Blocked by disclosure check at the node: {err}"
         except (_Failed, SandboxError, OutputRefused) as err:
             result.status, result.reason = RunStatus.FAILED, str(err)
         except (DockerException, OSError) as err:
@@ -178,6 +191,15 @@ class ImageRunner:
             if decision.undecided:
                 self._ask_steward(req, decision.digest)
             raise _Refused(decision.reason)
+        if req.stations and self.config.relay is None:
+            raise _Failed(
+                "This run asked to reach other stations through the coordinator's relay, "
+                "but this node does not allow it: its agent configuration sets no "
+                "`images.relay`. Run the task without `relay`, or ask the station."
+            )
+        rules = self.config.disclosure
+        if req.disclosure is not None:
+            rules = rules.strictest(req.disclosure)
         files = self._input_files(req)
         t = time.monotonic()
         image = self._local_image(req, decision.digest, status)
@@ -197,6 +219,8 @@ class ImageRunner:
             self.config.proxy_image,
             self.config.gateway,
             self.config.proxy_port,
+            relay=self.config.relay if req.stations else None,
+            relay_port=self.config.relay_port,
         )
         try:
             t = time.monotonic()
@@ -213,6 +237,7 @@ class ImageRunner:
                 t = time.monotonic()
                 stream, _ = proxy.get_archive(HOLD)
                 result.outputs = read_outputs(stream, lim.output_bytes, lim.output_files)
+                check_outputs(result.outputs, rules)  # DisclosureRefused: nothing leaves
                 result.timings["output"] = time.monotonic() - t
                 result.status = RunStatus.COMPLETED
                 result.reason = (
@@ -295,7 +320,7 @@ class ImageRunner:
         return image
 
     def _environment(self, req: RunRequest, box: Sandbox) -> dict[str, str]:
-        return {
+        env = {
             "DSGATEWAY_URL": box.url,
             "DSGATEWAY_TOKEN": req.token,
             "DSGATEWAY_PROFILE": req.profile,
@@ -306,6 +331,10 @@ class ImageRunner:
             "HOME": CONTAINER_TMP,
             "TMPDIR": CONTAINER_TMP,
         }
+        if req.stations and box.relay_url:
+            env["DSGATEWAY_RELAY_URL"] = box.relay_url
+            env["DSGATEWAY_STATIONS"] = json.dumps([s.to_env(box.relay_url) for s in req.stations])
+        return env
 
     # ------------------------------------------------------------ while it runs
 
@@ -422,6 +451,8 @@ class ImageRunner:
             RunStatus.COMPLETED: "returned",
             RunStatus.NOT_APPROVED: "refused",
         }.get(result.status, "failed")
+        if result.blocked:
+            outcome = "blocked"  # by the disclosure check: the message says which rule
         try:
             self.audit.record(
                 action="image_run",
@@ -432,6 +463,7 @@ class ImageRunner:
                 digest=result.digest,
                 image_id=result.image_id,
                 collaboration=req.collaboration,
+                stations=[s.name for s in req.stations] or None,
                 status=result.status.value,
                 exit_code=result.exit_code,
                 bytes=sum(f.size for f in result.outputs),

@@ -12,7 +12,10 @@ Per run (names `dsg-<node>-<run>-<random>...`, labels `dsgateway.node`/`dsgatewa
   on it, so nothing on the machine is reachable from it; containers get no IPv6);
 - a proxy container on that network only (alias `gateway`), relaying TCP to a unix
   socket mounted from the run's directory, which the agent's forwarder relays to the
-  gateway: the one way out, and it leads to the gateway only;
+  gateway: the one way out, and it leads to the gateway only; for a run that asked
+  for the relay (multi-node scripts), a second pair: alias `relay`, its own port and
+  socket, relayed by a second forwarder to the coordinator's relay listener, fixed by
+  the node's configuration (nothing else of the coordinator: not its API);
 - an output volume: a tmpfs of `output_bytes` (plus slack) and `output_files` inodes,
   mounted rw at /output in the analysis container and read-only in the proxy, which
   keeps it alive after the analysis exits so the node can read it (`get_archive`);
@@ -55,6 +58,7 @@ CONTAINER_TMP = "/tmp"  # noqa: S108 (a tmpfs of its own inside the container)
 HOLD = "/hold"  # where the proxy keeps the output volume mounted
 SOCKET_DIR = "/run/dsgateway"
 SOCKET_NAME = "gateway.sock"
+RELAY_SOCKET_NAME = "relay.sock"
 _UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]+")
 _PROXY_SOURCE = Path(proxy_main.__file__).read_text(encoding="utf-8")
 
@@ -93,10 +97,14 @@ class Sandbox:
     proxy_image: str
     gateway: tuple[str, int]
     proxy_port: int = 8080
+    relay: tuple[str, int] | None = None  # the coordinator's relay listener, if this run may
+    relay_port: int = 8081
     alias: str = "gateway"
+    relay_alias: str = "relay"
     name: str = ""
     directory: Path | None = None
     forwarder: GatewayForwarder | None = None
+    relay_forwarder: GatewayForwarder | None = None
     problems: list[str] = field(default_factory=list)  # what remove() could not remove
 
     def __post_init__(self) -> None:
@@ -122,6 +130,10 @@ class Sandbox:
     def url(self) -> str:
         return f"http://{self.alias}:{self.proxy_port}"
 
+    @property
+    def relay_url(self) -> str | None:
+        return f"http://{self.relay_alias}:{self.relay_port}" if self.relay else None
+
     # ------------------------------------------------------------ making
 
     def write_input(self, files: dict[str, bytes]) -> None:
@@ -142,6 +154,11 @@ class Sandbox:
         assert self.directory is not None
         self.forwarder = GatewayForwarder(self.directory / "sock" / SOCKET_NAME, self.gateway)
         self.forwarder.start()
+        if self.relay is not None:
+            self.relay_forwarder = GatewayForwarder(
+                self.directory / "sock" / RELAY_SOCKET_NAME, self.relay
+            )
+            self.relay_forwarder.start()
 
     def create_network_and_volume(self) -> None:
         self.docker.networks.create(
@@ -190,19 +207,16 @@ class Sandbox:
         assert self.directory is not None
         kw = self._hardening()
         kw["labels"] = {**self.labels, LABEL_ROLE: "proxy"}
+        pairs = [f"0.0.0.0:{self.proxy_port}", f"{SOCKET_DIR}/{SOCKET_NAME}"]
+        aliases = [self.alias]
+        if self.relay is not None:
+            pairs += [f"0.0.0.0:{self.relay_port}", f"{SOCKET_DIR}/{RELAY_SOCKET_NAME}"]
+            aliases.append(self.relay_alias)
         proxy = self.docker.containers.create(
             self.proxy_image,
-            [
-                "python3",
-                "-c",
-                _PROXY_SOURCE,
-                f"0.0.0.0:{self.proxy_port}",
-                f"{SOCKET_DIR}/{SOCKET_NAME}",
-            ],
+            ["python3", "-c", _PROXY_SOURCE, *pairs],
             name=self.proxy_name,
-            networking_config={
-                self.name: self.docker.api.create_endpoint_config(aliases=[self.alias])
-            },
+            networking_config={self.name: self.docker.api.create_endpoint_config(aliases=aliases)},
             mounts=[
                 Mount(SOCKET_DIR, str(self.directory / "sock"), type="bind", read_only=True),
                 Mount(HOLD, self.volume_name, type="volume", read_only=True),
@@ -210,7 +224,7 @@ class Sandbox:
             environment={"PYTHONDONTWRITEBYTECODE": "1"},
             mem_limit="64m",
             memswap_limit="64m",
-            pids_limit=proxy_main.MAX_CONNECTIONS * 2 + 16,
+            pids_limit=proxy_main.MAX_CONNECTIONS * 2 * len(aliases) + 16,
             nano_cpus=500_000_000,
             **kw,
         )
@@ -279,6 +293,8 @@ class Sandbox:
         )
         if self.forwarder is not None:
             self._try("the gateway forwarder", self.forwarder.stop)
+        if self.relay_forwarder is not None:
+            self._try("the relay forwarder", self.relay_forwarder.stop)
         if self.directory is not None:
             directory = self.directory
             self._try(f"directory {directory}", lambda: _rmtree(directory))

@@ -2,8 +2,12 @@
 
 The gateway accepts Bearer JWTs signed with the key its `tokens` settings name
 (docs/configuration.md): the coordinator's relay key. Two sources:
-- `ItemTokenSource`: the coordinator put a relay token for the run's researcher in the
-  work item (works with RS256 relay keys, where the node cannot sign);
+- `ItemTokenSource` (`tokens_from: coordinator`): the coordinator put a relay token for
+  the run's researcher and this node in the work item (`gateway_token`, signed with the
+  relay key the gateway already verifies relayed calls with: works with RS256 keys,
+  where the node cannot sign; it expires with the task's deadline or RELAY_TOKEN_TTL,
+  whichever is first, and names the projects the coordinator lets the collaboration
+  read at this node);
 - `JwtTokenMinter`: the node signs one itself, when it holds the signing key (an HS256
   secret shared with the coordinator, the embedded one-machine set-up, and the tests).
 Either way the token names the researcher (`sub`), the projects the node's policy lets
@@ -52,8 +56,10 @@ class ItemTokenSource(TokenSource):
         token = (item or {}).get(self.field)
         if not isinstance(token, str) or not token:
             raise TokenUnavailable(
-                f"The work item carries no gateway token ({self.field}): the run cannot "
-                f"reach the gateway."
+                f"The work item carries no gateway token ({self.field}): this node takes "
+                f"its run tokens from the coordinator (images.tokens_from: coordinator), "
+                f"and the coordinator sent none (it has no relay signing key: "
+                f"RELAY_PRIVATE_KEY_FILE or RELAY_SECRET). The run cannot reach the gateway."
             )
         return token
 
