@@ -41,9 +41,12 @@ from tests.unit.coordinator.fixtures import TEST_RELAY_SECRET
 __all__ = [
     "ADMIN_PASSWORD",
     "ROOT",
+    "CeleryWorker",
     "Process",
+    "RedisServer",
     "Stack",
     "Station",
+    "coordinator_env",
     "free_port",
     "running_stack",
     "until",
@@ -127,6 +130,71 @@ class Process:
         self.kill()  # whatever of the group is left
 
 
+class CeleryWorker(Process):
+    """A Celery worker process: `start` empties its log and returns once the worker
+    says it is ready (killing it if it never does)."""
+
+    def start(self, timeout: float = 60) -> CeleryWorker:
+        self.log.write_text("")
+        super().start()
+        try:
+            until(lambda: "ready." in self.log.read_text(), timeout, "the Celery worker")
+        except AssertionError:
+            self.kill()
+            raise
+        return self
+
+
+class RedisServer:
+    """A private `redis-server` on a free port, nothing saved (in ``workdir``): stop
+    and start it again to play Redis gone; it comes back empty."""
+
+    def __init__(self, workdir: Path):
+        if shutil.which("redis-server") is None:
+            pytest.fail("redis-server is not installed: run scripts/ensure-services.sh")
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.workdir = workdir
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> RedisServer:
+        import redis
+
+        with (self.workdir / "redis.log").open("ab") as out:
+            self.proc = subprocess.Popen(
+                [
+                    *("redis-server", "--port", str(self.port), "--bind", "127.0.0.1"),
+                    *("--save", "", "--appendonly", "no", "--dir", str(self.workdir)),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        client = redis.Redis(port=self.port)
+
+        def up():
+            try:
+                return client.ping()
+            except redis.ConnectionError:
+                return False
+
+        until(up, 10, "redis-server")
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+
+def coordinator_env(settings: dict) -> dict[str, str]:
+    """Coordinator settings as the environment variables a coordinator process reads."""
+    return {
+        f"DSGATEWAY_COORD_{key}": value if isinstance(value, str) else json.dumps(value)
+        for key, value in settings.items()
+    }
+
+
 def _cli(*args: str) -> list[str]:
     return ["-m", "gateway.cli", *args]
 
@@ -176,11 +244,10 @@ class Stack:
             coordinator["RELAY_PORT"] = self.relay_url.rsplit(":", 1)[1]
         if database_url:
             coordinator["DATABASE_URL"] = database_url
-        self.redis_port = free_port() if redis else None
-        if redis:
-            if shutil.which("redis-server") is None:
-                pytest.fail("redis-server is not installed: run scripts/ensure-services.sh")
-            broker = f"redis://127.0.0.1:{self.redis_port}/0"
+        self.redis = RedisServer(work) if redis else None
+        self.redis_port = self.redis.port if self.redis else None
+        if self.redis:
+            broker = self.redis.url
             coordinator.update(
                 CELERY_BROKER_URL=broker,
                 CELERY_RESULT_BACKEND=broker,
@@ -189,16 +256,12 @@ class Stack:
                 REDIS_URL=broker,
             )
         coordinator.update(settings or {})
-        self.env = {**os.environ, "DSGATEWAY_R_LIB": r_lib}
-        for key, value in coordinator.items():
-            self.env[f"DSGATEWAY_COORD_{key}"] = (
-                value if isinstance(value, str) else json.dumps(value)
-            )
+        self.env = {**os.environ, "DSGATEWAY_R_LIB": r_lib, **coordinator_env(coordinator)}
         self.database_url = database_url
         serve = ["-m", "gateway.coordinator.relay"] if relay else _cli("coordinator", "serve")
         self.coordinator = Process(serve, self.env, work / "coordinator.log")
         self.worker = (
-            Process(
+            CeleryWorker(
                 _cli("coordinator", "worker", "--pool", "threads", "-c", "4", "--beat"),
                 self.env,
                 work / "worker.log",
@@ -206,7 +269,6 @@ class Stack:
             if redis
             else None
         )
-        self.redis_proc: subprocess.Popen | None = None
         self.stations: dict[str, Station] = {}
         self.http = requests.Session()
         self.collaboration: int | None = None
@@ -237,8 +299,8 @@ class Stack:
     # ------------------------------------------------------------ life cycle
 
     def start(self) -> Stack:
-        if self.redis_port is not None:
-            self._start_redis()
+        if self.redis is not None:
+            self.redis.start()
         if self.database_url:
             subprocess.run(
                 [sys.executable, *_cli("coordinator", "db", "upgrade")],
@@ -261,28 +323,6 @@ class Stack:
         self._federation()
         return self
 
-    def _start_redis(self) -> None:
-        import redis
-
-        with (self.work / "redis.log").open("ab") as out:
-            self.redis_proc = subprocess.Popen(
-                [
-                    *("redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1"),
-                    *("--save", "", "--appendonly", "no", "--dir", str(self.work)),
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        client = redis.Redis(port=self.redis_port)
-
-        def up():
-            try:
-                return client.ping()
-            except redis.ConnectionError:
-                return False
-
-        until(up, 10, "redis-server")
-
     def start_coordinator(self) -> None:
         self.coordinator.start()
         until(lambda: self.api("GET", "/health").ok, 60, "the coordinator")
@@ -292,9 +332,7 @@ class Stack:
 
     def start_worker(self) -> None:
         assert self.worker is not None, "no separate worker: start the stack with redis=True"
-        self.worker.log.write_text("")
         self.worker.start()
-        until(lambda: "ready." in self.worker.log.read_text(), 60, "the Celery worker")
 
     def kill_worker(self) -> None:
         assert self.worker is not None, "no separate worker: start the stack with redis=True"
@@ -395,9 +433,8 @@ class Stack:
             proc.terminate()
         for proc in procs:
             proc.stop()
-        if self.redis_proc is not None:
-            self.redis_proc.kill()
-            self.redis_proc.wait(timeout=10)
+        if self.redis is not None:
+            self.redis.stop()
 
     def print_logs(self, tail: int = 3000) -> None:
         for log in sorted(self.work.glob("**/*.log")):

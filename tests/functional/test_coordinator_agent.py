@@ -20,19 +20,10 @@ from gateway.coordinator.celery_app import EmbeddedWorker
 from gateway.coordinator.migrate import upgrade
 from gateway.coordinator.models import Run
 from gateway.coordinator.server import BackgroundServer
+from tests.functional.stack import until
 from tests.unit.coordinator.fixtures import TEST_RELAY_SECRET, World
 
 pytestmark = pytest.mark.slow
-
-
-def _until(check, timeout: float, what: str):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.fixture
@@ -117,7 +108,7 @@ def final(world, task_id: int, timeout: float = 20) -> dict:
         t = world.client.get(f"/api/tasks/{task_id}", headers=world.as_user("alice")).json
         return t if t["status"] in ("completed", "failed", "cancelled") else None
 
-    return _until(check, timeout, f"task {task_id}")
+    return until(check, timeout, f"task {task_id}")
 
 
 def result(world, task_id: int):
@@ -159,7 +150,7 @@ def test_a_noop_task_on_fifty_nodes(coordinator):
         "/api/tasks", headers=w.as_user("bea"), json={"collaboration_id": big, "algorithm": "noop"}
     )
     started = time.monotonic()
-    done = _until(
+    done = until(
         lambda: (
             (t := w.client.get(f"/api/tasks/{r.json['id']}", headers=w.as_user("bea")).json)[
                 "status"
@@ -190,7 +181,7 @@ def test_an_agent_reconnects_when_the_coordinator_comes_back(coordinator):
     time.sleep(1)
     w.server.start()
     assert final(w, task["id"])["status"] == "completed"
-    _until(lambda: agent.connected, 10, "the agent to be connected")
+    until(lambda: agent.connected, 10, "the agent to be connected")
 
 
 def test_a_restarted_agent_loses_nothing(coordinator):
@@ -203,7 +194,7 @@ def test_a_restarted_agent_loses_nothing(coordinator):
 
     first = start_agent(w, "node-a", {**ALGORITHMS, "slow": slow})
     task = create_task(w, algorithm="slow", node_ids=w.nodes[:1])
-    _until(lambda: first.running, 10, "the first agent to start the run")
+    until(lambda: first.running, 10, "the first agent to start the run")
     first.stop(timeout=0.5)  # killed mid-run: its result never comes
     second = start_agent(w, "node-a", {**ALGORITHMS, "slow": lambda _c, _p: 2})
     done = final(w, task["id"])
@@ -211,7 +202,7 @@ def test_a_restarted_agent_loses_nothing(coordinator):
     release.set()
     # The agent counts a result once the coordinator's answer is back, which can be a
     # moment after the task shows completed: wait for the count, then check it is one.
-    _until(lambda: second.completed, 10, "the second agent to count its result")
+    until(lambda: second.completed, 10, "the second agent to count its result")
     assert second.completed == 1
     runs = w.client.get(f"/api/tasks/{task['id']}/runs", headers=w.as_user("alice")).json
     assert [r["attempts"] for r in runs] == [2]

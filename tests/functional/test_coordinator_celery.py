@@ -9,23 +9,16 @@ deliveries, the worker killed and restarted mid-task, Redis gone for a few secon
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
-from pathlib import Path
 
 import pytest
-import redis
 
 from gateway.coordinator import create_app, db
 from gateway.coordinator.migrate import upgrade
 from gateway.coordinator.models import Result, Run
+from tests.functional.stack import CeleryWorker, RedisServer, coordinator_env, until
 from tests.unit.coordinator.fixtures import (  # noqa: F401 (fixture)
     TEST_RELAY_SECRET,
     Database,
@@ -34,130 +27,6 @@ from tests.unit.coordinator.fixtures import (  # noqa: F401 (fixture)
 )
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _until(check, timeout: float, what: str, step: float = 0.05):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = check()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-class RedisServer:
-    def __init__(self, workdir: Path):
-        if shutil.which("redis-server") is None:
-            pytest.fail("redis-server is not installed: run scripts/ensure-services.sh")
-        self.port = _free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.workdir = workdir
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.workdir),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis(port=self.port)
-
-        def up():
-            try:
-                return client.ping()
-            except redis.ConnectionError:
-                return False
-
-        _until(up, 10, "redis-server")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-            self.proc = None
-
-
-class Worker:
-    def __init__(self, settings: dict, log: Path):
-        self.env = dict(os.environ)
-        for key, value in settings.items():
-            self.env[f"DSGATEWAY_COORD_{key}"] = (
-                value if isinstance(value, str) else json.dumps(value)
-            )
-        self.log = log
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.log.write_text("")
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "gateway.coordinator.cli",
-                    "worker",
-                    "--pool",
-                    "threads",
-                    "-c",
-                    "4",
-                    "--beat",
-                    "--loglevel",
-                    "INFO",
-                ],
-                cwd=ROOT,
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                # Its own process group: `--beat` forks a beat process, which must go
-                # with the worker (a killed worker would otherwise leave it orphaned).
-                start_new_session=True,
-            )
-        try:
-            _until(lambda: "ready." in self.log.read_text(), 30, "the Celery worker")
-        except AssertionError:
-            self.kill()
-            raise
-
-    def _signal_group(self, sig: int) -> None:
-        try:
-            os.killpg(self.proc.pid, sig)
-        except ProcessLookupError:
-            pass
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self._signal_group(signal.SIGKILL)
-            self.proc.wait(timeout=10)
-            self.proc = None
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self._signal_group(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
-            self.kill()  # whatever of the group is left
 
 
 @pytest.fixture(scope="module")
@@ -181,8 +50,15 @@ def stack(tmp_path_factory, postgres_database):  # noqa: F811 (the fixture)
         "RELAY_SECRET": TEST_RELAY_SECRET,
         "LONG_POLL_MAX": 20,
     }
-    worker = Worker(settings, work / "worker.log")
-    worker.start()
+    env = {**os.environ, **coordinator_env(settings)}
+    worker = CeleryWorker(
+        [
+            *("-m", "gateway.coordinator.cli", "worker", "--pool", "threads", "-c", "4"),
+            *("--beat", "--loglevel", "INFO"),
+        ],
+        env,
+        work / "worker.log",
+    ).start(timeout=30)
     try:
         yield server, worker, settings, Database("postgresql", postgres_database)
     finally:
@@ -244,7 +120,7 @@ def task_state(w: World, task_id: int) -> dict:
 
 
 def wait_final(w: World, task_id: int, timeout: float = 20) -> dict:
-    return _until(
+    return until(
         lambda: (t := task_state(w, task_id))["status"] in ("completed", "failed") and t,
         timeout,
         f"task {task_id} to finish",

@@ -28,6 +28,7 @@ from gateway.coordinator.server import BackgroundServer
 from tests.functional.conftest import AUDIENCE, ISSUER, TOKEN_SECRET, Armadillo
 from tests.functional.rds import unserialize
 from tests.functional.rscript import run_r_script
+from tests.functional.stack import until
 from tests.unit.coordinator.fixtures import World
 
 pytestmark = [pytest.mark.slow, pytest.mark.r]
@@ -35,16 +36,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.r]
 RDS = {"Accept": "application/octet-stream"}
 R_SCRIPT = Path(__file__).with_name("test_r_armadillo_client.R")
 TEXT = {"Content-Type": "text/plain"}
-
-
-def _until(check, timeout: float, what: str):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +86,7 @@ def relay(tmp_path_factory, gateway):
         request_timeout=5,
     ).start()
     world.api, world.listener, world.agent = api, listener, agent
-    _until(lambda: agent.connected, 10, "the relay agent to connect")
+    until(lambda: agent.connected, 10, "the relay agent to connect")
     try:
         yield world
     finally:
@@ -167,22 +158,30 @@ def test_an_r_client_session_through_the_relay_equals_the_direct_one(relay, gate
         assert any(e.actor_name == "alice" and e.detail["path"] == "/execute" for e in events)
 
 
-def test_the_python_datashield_client_through_the_relay(relay, gateway):
-    token = relay_token(relay, relay.node_a)
+def _mean_and_dims(urls: dict[str, str], token: str, driver: str, table: str) -> dict:
+    """Through the Python `datashield` client with ``driver``, one session per named URL:
+    name -> (meanDS(D$age), dimDS("D")) of ``table``."""
     values = {}
-    for name, url in (("relayed", relay.listener.url), ("direct", gateway.url)):
+    for name, url in urls.items():
         builder = DSLoginBuilder()
-        builder.add(name, url, token=token, driver="gateway.client.ArmadilloDriver")
+        builder.add(name, url, token=token, driver=driver)
         session = DSSession(builder.build())
         session.open()
         try:
-            session.assign_table("D", "demo/cohort/patients")
+            session.assign_table("D", table)
             values[name] = (
                 session.aggregate("meanDS(D$age)")[name],
                 session.aggregate('dimDS("D")')[name],
             )
         finally:
             session.close()
+    return values
+
+
+def test_the_python_datashield_client_through_the_relay(relay, gateway):
+    token = relay_token(relay, relay.node_a)
+    urls = {"relayed": relay.listener.url, "direct": gateway.url}
+    values = _mean_and_dims(urls, token, "gateway.client.ArmadilloDriver", "demo/cohort/patients")
     assert values["relayed"] == values["direct"]
 
 
@@ -315,7 +314,7 @@ def test_an_idle_agent_keeps_one_relay_poll_and_more_once_calls_come(relay):
     """Idle, the agent holds one relay poll at the coordinator (a waitress thread each);
     the first call brings back a second, so that calls arriving meanwhile are taken."""
     agent = relay.agent
-    _until(lambda: agent._want == 1, 15, "the agent to settle on one poll (poll_wait 2 s)")
+    until(lambda: agent._want == 1, 15, "the agent to settle on one poll (poll_wait 2 s)")
     client = relayed(relay, relay_token(relay, relay.node_a))
     assert client.login().status_code == 204
     assert agent._want == agent.pollers == 2
@@ -366,23 +365,8 @@ def test_an_answer_too_large_for_the_relay_is_a_clear_error(relay):
 def test_the_python_opal_client_through_the_relay(relay, gateway):
     """datashield-opal with a base URL under /nodes/<id> and the relay token."""
     token = relay_token(relay, relay.node_a)
-    values = {}
-    for name, url in (
-        ("relayed", f"{relay.listener.url}/nodes/{relay.node_a}"),
-        ("direct", gateway.url),
-    ):
-        builder = DSLoginBuilder()
-        builder.add(name, url, token=token, driver="datashield_opal.OpalDriver")
-        session = DSSession(builder.build())
-        session.open()
-        try:
-            session.assign_table("D", "demo.cohort.patients")
-            values[name] = (
-                session.aggregate("meanDS(D$age)")[name],
-                session.aggregate('dimDS("D")')[name],
-            )
-        finally:
-            session.close()
+    urls = {"relayed": f"{relay.listener.url}/nodes/{relay.node_a}", "direct": gateway.url}
+    values = _mean_and_dims(urls, token, "datashield_opal.OpalDriver", "demo.cohort.patients")
     assert values["relayed"] == values["direct"]
 
 
@@ -400,7 +384,7 @@ def test_an_agent_that_dies_mid_call_is_answered_clearly(relay, gateway):
         request_timeout=5,
     ).start()
     try:
-        _until(lambda: agent.connected, 10, "node b's relay agent")
+        until(lambda: agent.connected, 10, "node b's relay agent")
         client = relayed(relay, relay_token(relay, relay.node_b))
         assert client.login("faults").status_code == 204
         r = client.post("/execute", params={"async": "TRUE"}, data="sleepDS(10)", headers=TEXT)

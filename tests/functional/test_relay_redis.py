@@ -20,7 +20,7 @@ from gateway.coordinator.relay.app import create_relay_app
 from gateway.coordinator.relay.hub import NodeLost, RedisRelayHub
 from gateway.coordinator.server import BackgroundServer
 from tests.functional.conftest import AUDIENCE, ISSUER, TOKEN_SECRET, Armadillo
-from tests.functional.test_coordinator_celery import RedisServer, _until
+from tests.functional.stack import RedisServer, until
 from tests.unit.coordinator.fixtures import World
 
 pytestmark = pytest.mark.slow
@@ -103,7 +103,7 @@ def test_a_relayed_session_across_two_api_processes(tmp_path, redis_url, gateway
         f"{api.url}/api", world.keys["node-a"], gateway.url, Policy(), poll_wait=2
     ).start()
     try:
-        _until(lambda: agent.connected, 10, "the relay agent")
+        until(lambda: agent.connected, 10, "the relay agent")
         token = world.client.post(
             "/api/auth/relay-token", headers=world.as_user("alice"), json={"node_id": node_id}
         ).json["token"]
