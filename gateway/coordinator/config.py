@@ -65,6 +65,9 @@ DEFAULTS: dict[str, Any] = {
     "LOG_EXCERPT_CHARS": 10000,
     # A node result larger than this (as JSON) fails its run: a second disclosure check.
     "MAX_RESULT_BYTES": 1024 * 1024,
+    # Disclosure checks on image runs' output (gateway/agent/images/disclosure.py): keys
+    # min_count, max_rows, allow_png, identifiers; missing keys keep their defaults.
+    "IMAGE_DISCLOSURE": {},
     "MAX_CONTENT_LENGTH": 16 * 1024 * 1024,
     # Extra modules that register central aggregation functions when imported.
     "AGGREGATOR_MODULES": [],
@@ -108,7 +111,18 @@ def load_settings(
     if test_config:
         settings.update(test_config)
     settings.update(_from_env(environ))
+    _check_image_disclosure(settings)
     return settings
+
+
+def _check_image_disclosure(settings: dict[str, Any]) -> None:
+    """Refuse to start with disclosure rules that do not parse (fail closed)."""
+    from gateway.agent.images.disclosure import DisclosureRules
+
+    try:
+        DisclosureRules.from_dict(settings.get("IMAGE_DISCLOSURE") or {})
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"IMAGE_DISCLOSURE: {err}") from None
 
 
 # ---------------------------------------------------------------- what each setting means
@@ -173,6 +187,11 @@ DESCRIPTIONS: dict[str, str] = {
     "REDIS_URL": "Redis for the notifier and the relay hub. Default: the broker's URL.",
     "LOG_EXCERPT_CHARS": "Characters of a run's log kept (its end).",
     "MAX_RESULT_BYTES": "The largest node result accepted, in bytes of JSON.",
+    "IMAGE_DISCLOSURE": "Disclosure checks on image runs' output, sent to every node with "
+    "each run and applied again when the result arrives: `min_count` (a count is 0 or at "
+    "least this; default 5), `max_rows` (rows of any table or list; default 100), "
+    "`allow_png` (default true), `identifiers` (regular expressions of column names "
+    "refused). Missing keys keep their defaults (docs/client-images.md).",
     "MAX_CONTENT_LENGTH": "The largest request body, in bytes.",
     "AGGREGATOR_MODULES": "Python modules imported at start that register central "
     "aggregation functions.",

@@ -13,7 +13,9 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 
 from gateway.agent.images.contract import FILE_NAME_PATTERN, PARAMETERS_FILE
 from gateway.agent.images.references import DIGEST_PATTERN, InvalidReference, parse_reference
+from gateway.coordinator.image_runs import IMAGE_ALGORITHM
 from gateway.coordinator.models import IMAGE_DECISIONS, IMAGE_PHASES, IMAGE_STATES
+from gateway.coordinator.schemas import NODE_RESULT_STATUSES, RunFields
 
 __all__ = [
     "IMAGE_ALGORITHM",
@@ -21,10 +23,9 @@ __all__ = [
     "image_task_parameters",
 ]
 
-IMAGE_ALGORITHM = "image"
 INPUT_LIMIT = 4 * 1024 * 1024  # files and parameters together (the nodes' default limit)
 # The final statuses a node may report for a run (POST /node/runs/<id>/result).
-NODE_FINAL_STATUSES = ("completed", "failed", "not approved", "killed", "timed out")
+NODE_FINAL_STATUSES = NODE_RESULT_STATUSES
 
 _id = validate.Range(min=1)
 _digest = validate.Regexp(f"^{DIGEST_PATTERN}$", error="Expected sha256: and 64 lowercase hex.")
@@ -91,6 +92,14 @@ class ImageTaskIn(_ImageInput):
         validate=validate.Range(min=1, max=7 * 24 * 3600),
         metadata={"description": "Wall time asked of each node (at most its own limit)."},
     )
+    relay = fields.Bool(
+        load_default=False,
+        metadata={
+            "description": "The script opens every target station through the "
+            "coordinator's relay (multi-node scripts): each run gets a relay token per "
+            "target node, and the node's proxy a second, fixed port to the relay."
+        },
+    )
 
 
 class _StoredParameters(_ImageInput):
@@ -99,6 +108,7 @@ class _StoredParameters(_ImageInput):
     digest = fields.Str(load_default=None, allow_none=True, validate=_digest)
     input = fields.Raw(load_default=None, allow_none=True)
     timeout = fields.Int(load_default=None, allow_none=True, validate=validate.Range(min=1))
+    relay = fields.Bool(load_default=False)
 
 
 def _input_size(files: dict[str, str], parameters: Any) -> int:
@@ -142,10 +152,10 @@ class ImageTaskOut(Schema):
         return counts
 
 
-class ImageRunOut(Schema):
+class ImageRunOut(RunFields):
+    """A run as the researcher follows it: the run's fields (RunFields) and its phase."""
+
     run_id = fields.Int(required=True)
-    task_id = fields.Int(required=True)
-    node_id = fields.Int(required=True)
     node_name = fields.Str()
     status = fields.Str(
         required=True,
@@ -155,12 +165,7 @@ class ImageRunOut(Schema):
         },
     )
     phase = fields.Str(allow_none=True)
-    message = fields.Str()
-    log = fields.Str()
-    result = fields.Raw(allow_none=True)
     digest = fields.Str(allow_none=True)
-    started_at = fields.DateTime(allow_none=True)
-    finished_at = fields.DateTime(allow_none=True)
     updated_at = fields.DateTime(allow_none=True)
 
 

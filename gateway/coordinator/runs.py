@@ -24,6 +24,7 @@ __all__ = [
     "claim_runs",
     "extend_leases",
     "finish_run",
+    "node_run",
     "release_runs",
 ]
 
@@ -97,7 +98,11 @@ def finish_run(
     log_chars: int,
 ) -> tuple[bool, str]:
     """Store a node's answer. Returns (stored, current status): False when the run was
-    already final (the caller decides whether that is a harmless repeat)."""
+    already final (the caller decides whether that is a harmless repeat). A completed
+    image run's output passes the coordinator's disclosure check first (image_runs)."""
+    from gateway.coordinator.image_runs import disclosure_gate
+
+    status, result, message = disclosure_gate(run, status, result, message)
     now = utcnow()
     outcome = s.execute(
         update(Run)
@@ -114,6 +119,17 @@ def finish_run(
     )
     s.refresh(run)
     return outcome.rowcount == 1, run.status
+
+
+def node_run(s: Session, node: Node, run_id: int) -> Run:
+    """A run of this node, for the node link's handlers; NotFound for another node's
+    run too (a node sees only its own)."""
+    from gateway.coordinator.errors import NotFound
+
+    run = s.get(Run, run_id)
+    if run is None or run.node_id != node.id:
+        raise NotFound("No such run.")
+    return run
 
 
 def extend_leases(s: Session, node: Node, run_ids: Iterable[int], lease: float) -> list[int]:

@@ -259,19 +259,24 @@ class TaskQuery(PageQuery):
     status = fields.Str(validate=validate.OneOf(TASK_STATUSES))
 
 
-class RunOut(Schema):
-    id = fields.Int(required=True)
+class RunFields(Schema):
+    """What every view of a run shows (RunOut; image_schemas.ImageRunOut)."""
+
     task_id = fields.Int(required=True)
     node_id = fields.Int(required=True)
-    round = fields.Int(metadata={"description": "The round of an iterative task (0 first)."})
-    status = fields.Str(required=True, validate=validate.OneOf(RUN_STATUSES))
-    attempts = fields.Int()
-    created_at = fields.DateTime()
     started_at = fields.DateTime(allow_none=True)
     finished_at = fields.DateTime(allow_none=True)
     message = fields.Str()
     log = fields.Str(metadata={"description": "An excerpt of the run's log."})
     result = fields.Raw(allow_none=True)
+
+
+class RunOut(RunFields):
+    id = fields.Int(required=True)
+    round = fields.Int(metadata={"description": "The round of an iterative task (0 first)."})
+    status = fields.Str(required=True, validate=validate.OneOf(RUN_STATUSES))
+    attempts = fields.Int()
+    created_at = fields.DateTime()
 
 
 class TaskOut(Schema):
@@ -369,18 +374,32 @@ class WorkItem(Schema):
     attempt = fields.Int()
     deadline = fields.DateTime()
     lease_expires = fields.DateTime()
+    # Image runs only (gateway/coordinator/image_runs.py, docs/client-images.md).
+    gateway_token = fields.Str(
+        metadata={"description": "Image runs: a relay token for this node's gateway."}
+    )
+    relay_stations = fields.List(
+        fields.Dict(),
+        metadata={"description": "Image runs with `relay`: [{name, node_id, token}] per node."},
+    )
+    relay_error = fields.Str(
+        metadata={"description": "Image runs with `relay`: why there are no stations."}
+    )
+    disclosure = fields.Dict(
+        metadata={"description": "Image runs: the coordinator's disclosure rules."}
+    )
 
 
 class WorkOut(Schema):
     work = fields.List(fields.Nested(WorkItem), required=True)
 
 
+# The final statuses a node may report; the last three: image runs (docs/client-images.md).
+NODE_RESULT_STATUSES = ("completed", "failed", "not approved", "killed", "timed out")
+
+
 class RunResultIn(Schema):
-    # The last three: image runs (docs/client-images.md).
-    status = fields.Str(
-        required=True,
-        validate=validate.OneOf(["completed", "failed", "not approved", "killed", "timed out"]),
-    )
+    status = fields.Str(required=True, validate=validate.OneOf(NODE_RESULT_STATUSES))
     result = fields.Raw(load_default=None, allow_none=True)
     log = fields.Str(load_default="", validate=validate.Length(max=1_000_000))
     message = fields.Str(load_default="", validate=validate.Length(max=10_000))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -135,12 +135,17 @@ class TokenService:
 
     # ------------------------------------------------------ relay
 
-    def relay_token(self, user: User, node: Node) -> str:
+    def relay_token(self, user: User, node: Node, expires_at: datetime | None = None) -> str:
+        """A relay token of `user` for `node` (and its collaboration). `expires_at`: an
+        earlier end than RELAY_TOKEN_TTL, e.g. an image task's deadline."""
         if self.relay_key is None:
             raise CoordinatorError(
                 "Relay tokens are not configured: set RELAY_PRIVATE_KEY_FILE or RELAY_SECRET."
             )
         now = utcnow()
+        exp = now + timedelta(seconds=self.relay_ttl)
+        if expires_at is not None:
+            exp = min(exp, expires_at)
         claims = {
             "iss": self.relay_issuer,
             "aud": node.audience,
@@ -149,7 +154,7 @@ class TokenService:
             "collaboration": node.collaboration_id,
             "node": node.id,
             "iat": now,
-            "exp": now + timedelta(seconds=self.relay_ttl),
+            "exp": exp,
             "jti": uuid.uuid4().hex,
         }
         key = self.relay_key

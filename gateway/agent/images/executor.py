@@ -161,6 +161,9 @@ class ImageExecutor(Executor):
                 self._status.pop(run_id, None)
         summary = result.to_dict()
         summary.pop("log")  # sent once, as the run's log
-        return RunOutcome(
+        outcome = RunOutcome(
             "completed" if result.ok else "failed", summary, result.log, result.reason
         )
+        if result.blocked:  # the coordinator's audit says "blocked", not just "failed"
+            outcome.outcome = "blocked"
+        return outcome

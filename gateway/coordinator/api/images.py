@@ -23,6 +23,7 @@ from gateway.coordinator.api.collaborations import visible_collaboration
 from gateway.coordinator.api.endpoint import endpoint
 from gateway.coordinator.api.nodes import visible_node
 from gateway.coordinator.api.tasks import visible_task
+from gateway.coordinator.app import services
 from gateway.coordinator.authz import current_node, current_user
 from gateway.coordinator.errors import BadRequest, Conflict, Forbidden, NotFound
 from gateway.coordinator.image_schemas import (
@@ -54,6 +55,7 @@ from gateway.coordinator.models import (
     Task,
     utcnow,
 )
+from gateway.coordinator.runs import node_run
 
 bp = Blueprint("images", __name__)
 
@@ -111,8 +113,20 @@ def create_image_task(body):
             "files": body["files"],
             "input": body["parameters"],
             "timeout": body["run_timeout"],
+            "relay": body["relay"],
         }
     )
+    if body["relay"] and services().tokens.relay_key is None:
+        # Fail closed and early: without a signing key no node could open the others.
+        raise BadRequest(
+            "Invalid request body.",
+            errors={
+                "relay": [
+                    "This coordinator has no relay (no RELAY_PRIVATE_KEY_FILE or "
+                    "RELAY_SECRET): multi-node image tasks cannot run here."
+                ]
+            },
+        )
     timeout = body["timeout"] or int(current_app.config["TASK_DEFAULT_TIMEOUT"])
     now = utcnow()
     task = Task(
@@ -130,7 +144,12 @@ def create_image_task(body):
     audit.record(
         "image_task.create",
         task,
-        detail={"image": parameters["image"], "digest": parameters["digest"], "nodes": targets},
+        detail={
+            "image": parameters["image"],
+            "digest": parameters["digest"],
+            "nodes": targets,
+            "relay": parameters["relay"],
+        },
     )
     db.commit()
     queue("dispatch", task.id)
@@ -400,11 +419,8 @@ def mirror(body):
     summary="Where an image run is (pulling, starting, running)",
 )
 def run_phase(run_id, body):
-    node = current_node()
+    run = node_run(db.session(), current_node(), run_id)
     s = db.session()
-    run = s.get(Run, run_id)
-    if run is None or run.node_id != node.id:
-        raise NotFound("No such run.")
     if run.status in RUN_FINAL:
         raise Conflict(f"The run is already {run.status}.")
     row = s.get(ImageRunPhase, run.id) or ImageRunPhase(run_id=run.id)

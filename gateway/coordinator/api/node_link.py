@@ -41,8 +41,10 @@ _AGENT_OF_NODE = select(Node.agent_session).where(Node.id == bindparam("node_id"
 
 
 def _work_item(run: Run) -> dict:
+    from gateway.coordinator.image_runs import IMAGE_ALGORITHM, image_work_fields
+
     task = run.task
-    return {
+    item = {
         "kind": "task_run",
         "run_id": run.id,
         "task_id": task.id,
@@ -56,6 +58,10 @@ def _work_item(run: Run) -> dict:
         "deadline": task.deadline,
         "lease_expires": run.lease_expires,
     }
+    if task.algorithm == IMAGE_ALGORITHM:
+        # Run tokens, relay stations and disclosure rules (gateway/coordinator/image_runs.py).
+        item.update(image_work_fields(run))
+    return item
 
 
 @bp.get("/node/me")

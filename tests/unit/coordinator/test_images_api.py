@@ -64,6 +64,7 @@ def test_image_tasks_are_pinned_by_digest_and_followed_per_node(fed, client):
         "files": {"analysis.py": "print(1)"},
         "input": {"script": "analysis.py"},
         "timeout": 60,
+        "relay": False,
     }
     a, b = items["node-a"]["run_id"], items["node-b"]["run_id"]
     r = client.post(
@@ -93,7 +94,10 @@ def test_image_tasks_are_pinned_by_digest_and_followed_per_node(fed, client):
     assert (runs["node-b"]["status"], runs["node-b"]["message"]) == ("not approved", reason)
     client.post(
         f"/api/node/runs/{a}/result",
-        json={"status": "completed", "result": {"status": "completed", "digest": DIGEST}},
+        json={
+            "status": "completed",
+            "result": {"status": "completed", "digest": DIGEST, "outputs": []},
+        },
         headers=w.as_node("node-a"),
     )
     task = client.get(f"/api/tasks/{task['id']}", headers=alice).json
@@ -194,3 +198,122 @@ def test_mirrored_approvals_and_decisions_queued_for_a_node(fed, client, app):
     assert [(e["digest"], e["by"]) for e in _events(app, "image.request")] == [(DIGEST, "alice")]
     assert [e["actor"] for e in _events(app, "image.decision")] == ["steward_a"]
     assert [e["actor"] for e in _events(app, "image.decision.applied")] == ["node-a"]
+
+
+# ---------------------------------------------------------------- tokens, relay, disclosure
+
+
+def _take(client, w, node: str) -> dict:
+    work = client.get("/api/node/work", headers=w.as_node(node)).json["work"]
+    assert len(work) == 1
+    return work[0]
+
+
+def _claims(token: str) -> dict:
+    import jwt
+
+    from tests.unit.coordinator.fixtures import TEST_RELAY_SECRET
+
+    return jwt.decode(token, TEST_RELAY_SECRET, algorithms=["HS256"], options={"verify_aud": False})
+
+
+def test_image_work_items_carry_relay_tokens_scoped_to_node_and_deadline(fed, client):
+    w = fed.world
+    body = {
+        "collaboration_id": fed.study,
+        "image": IMAGE,
+        "parameters": {"script": "a.py"},
+        "relay": True,
+        "timeout": 120,  # shorter than RELAY_TOKEN_TTL: the tokens end with the task
+    }
+    r = client.post("/api/image-tasks", json=body, headers=w.as_user("alice"))
+    assert r.status_code == 201, r.json
+    task = client.get(f"/api/tasks/{r.json['id']}", headers=w.as_user("alice")).json
+    item = _take(client, w, "node-a")
+    assert item["parameters"]["relay"] is True
+    # The coordinator's disclosure rules travel with the run.
+    assert item["disclosure"]["min_count"] == 5 and item["disclosure"]["max_rows"] == 100
+    # A token for this node's gateway (tokens_from: coordinator) ...
+    own = _claims(item["gateway_token"])
+    assert (own["sub"], own["node"], own["collaboration"]) == ("alice", fed.node_a, fed.study)
+    assert own["aud"] == "aud-node-a"
+    from datetime import datetime
+
+    deadline = datetime.fromisoformat(task["deadline"].replace("Z", "+00:00")).timestamp()
+    assert own["exp"] <= deadline + 1
+    # ... and one per target node for the relay, each scoped to its node.
+    stations = item["relay_stations"]
+    assert [(s["name"], s["node_id"]) for s in stations] == [
+        ("node-a", fed.node_a),
+        ("node-b", fed.node_b),
+    ]
+    for station in stations:
+        claims = _claims(station["token"])
+        assert (claims["node"], claims["aud"]) == (station["node_id"], f"aud-{station['name']}")
+        assert claims["collaboration"] == fed.study and claims["sub"] == "alice"
+        assert claims["exp"] <= deadline + 1
+
+
+def test_a_relay_task_needs_a_relay_signing_key(fed, client, app):
+    from gateway.coordinator.app import services
+
+    w = fed.world
+    tokens = services(app).tokens
+    key, tokens.relay_key = tokens.relay_key, None
+    try:
+        body = {"collaboration_id": fed.study, "image": IMAGE, "relay": True}
+        r = client.post("/api/image-tasks", json=body, headers=w.as_user("alice"))
+        assert r.status_code == 400
+        assert "no relay" in r.json["errors"]["relay"][0]
+        # A task without the relay still runs; its items carry no token, and say nothing
+        # of stations (a node taking tokens from the coordinator fails that run).
+        body["relay"] = False
+        assert (
+            client.post("/api/image-tasks", json=body, headers=w.as_user("alice")).status_code
+            == 201
+        )
+        item = _take(client, w, "node-a")
+        assert "gateway_token" not in item and "relay_stations" not in item
+    finally:
+        tokens.relay_key = key
+
+
+def test_the_coordinator_blocks_image_output_its_disclosure_rules_refuse(fed, client, app):
+    w = fed.world
+    alice = w.as_user("alice")
+    body = {"collaboration_id": fed.study, "image": IMAGE, "node_ids": [fed.node_a]}
+    counts = "sex,n\nfemale,12\nmale,3\n"  # a cell of 3, under the minimum of 5
+    for content, expected in [
+        (counts, "column 'n' holds the count 3, under the minimum of 5"),
+        ({"age": list(range(150))}, "has 150 rows, more than the limit of 100"),
+    ]:
+        task = client.post("/api/image-tasks", json=body, headers=alice).json
+        item = _take(client, w, "node-a")
+        kind = "text/csv" if isinstance(content, str) else "application/json"
+        output = {"name": "out", "type": kind, "size": 1, "content": content}
+        r = client.post(
+            f"/api/node/runs/{item['run_id']}/result",
+            json={"status": "completed", "result": {"status": "completed", "outputs": [output]}},
+            headers=w.as_node("node-a"),
+        )
+        assert r.status_code == 200 and r.json["status"] == "failed"
+        run = client.get(f"/api/tasks/{task['id']}/image-runs", headers=alice).json[0]
+        assert run["status"] == "failed" and run["result"] is None
+        assert run["message"].startswith("Blocked by disclosure check at the coordinator: out")
+        assert expected in run["message"]
+    blocked = _events(app, "run.blocked")
+    assert [(e["outcome"], e["check"]) for e in blocked] == [("blocked", "disclosure")] * 2
+
+    # What the rules allow is stored as it came.
+    task = client.post("/api/image-tasks", json=body, headers=alice).json
+    item = _take(client, w, "node-a")
+    fine = {"name": "mean.json", "type": "application/json", "size": 1, "content": {"mean": 41.5}}
+    result = {"status": "completed", "outputs": [fine]}
+    r = client.post(
+        f"/api/node/runs/{item['run_id']}/result",
+        json={"status": "completed", "result": result},
+        headers=w.as_node("node-a"),
+    )
+    assert r.json["status"] == "completed"
+    run = client.get(f"/api/tasks/{task['id']}/image-runs", headers=alice).json[0]
+    assert run["result"]["outputs"][0]["content"] == {"mean": 41.5}
