@@ -9,12 +9,17 @@ The contract (docs/client-images.md):
              | {"D": {"table": "...", "variables": ["age", "sex"]}},
      "script": "analysis.py"                               # a file in /input, or
      "algorithm": "mean", "args": {"x": "D$age"},          # algorithms.mean(session, x=...)
-     "driver": "opal" | "armadillo"}                       # default: opal
+     "driver": "opal" | "armadillo"}     # default: opal; armadillo through the relay
 - `/output`: `result.json` (and `result.csv` for tables) of an algorithm; a script
   writes its own files there (JSON, CSV or PNG). Exit code 0 means success.
 
+With `DSGATEWAY_STATIONS` (a task created with `"relay": true`: every target
+station's name, address through the run's proxy and relay token), the session has one
+connection per station, named by station, through the coordinator's relay; each
+station's gateway and policy decide as for any relayed call.
+
 A script runs with these names defined: `session` (an open `datashield.DSSession`
-with one connection, `node`), `ds` (the `algorithms` package), `parameters` (the
+with one connection, `node`, or one per station), `ds` (the `algorithms` package), `parameters` (the
 dict above), `output` (a `pathlib.Path` to /output) and `write_json(name, value)`.
 """
 
@@ -81,19 +86,22 @@ def open_session(params: dict):
     token = os.environ.get("DSGATEWAY_TOKEN")
     if not url or not token:
         raise BadParameters("DSGATEWAY_URL and DSGATEWAY_TOKEN must be set by the node.")
-    driver = DRIVERS.get(params.get("driver", "opal"), params.get("driver"))
-    logins = (
-        DSLoginBuilder()
-        .add(
-            "node",
-            url,
-            token=token,
-            profile=os.environ.get("DSGATEWAY_PROFILE", "default"),
-            driver=driver,
-        )
-        .build()
-    )
-    session = DSSession(logins)
+    stations = json.loads(os.environ.get("DSGATEWAY_STATIONS") or "[]")
+    # Through the relay the Armadillo face is the default: its token names the node.
+    name = params.get("driver") or ("armadillo" if stations else "opal")
+    driver = DRIVERS.get(name, name)
+    profile = os.environ.get("DSGATEWAY_PROFILE", "default")
+    builder = DSLoginBuilder()
+    if stations:
+        for station in stations:
+            # Opal clients take a base URL with a path; Armadillo's token names the node.
+            base = station["opal_url"] if name == "opal" else station["url"]
+            builder.add(
+                station["name"], base, token=station["token"], profile=profile, driver=driver
+            )
+    else:
+        builder.add("node", url, token=token, profile=profile, driver=driver)
+    session = DSSession(builder.build())
     session.open()
     return session
 

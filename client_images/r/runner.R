@@ -6,13 +6,20 @@
 #   /input/parameters.json  {"script": "analysis.R",               (a file in /input)
 #                            "tables": {"D": "demo/cohort/patients"}}  (assigned first)
 #   /output                 the script's JSON, CSV or PNG files
+#   DSGATEWAY_STATIONS      (tasks created with "relay": true) JSON: every target
+#                           station's name, url (the relay, through the run's proxy) and
+#                           relay token; then conns holds one connection per station
 #
 # The script is evaluated with these defined:
-#   conns       DSI connections (a list with one, "node") when DSI and
-#               DSMolgenisArmadillo are installed (the published image), else NULL;
-#               use dsBaseClient as usual: ds.mean("D$age", datasources = conns)
-#   dsg_aggregate(expr), dsg_assign(symbol, expr), dsg_load_table(symbol, table)
-#               the Armadillo API spoken with httr directly (any image with httr)
+#   conns       DSI connections (one, "node"; or one per station through the relay)
+#               when DSI and DSMolgenisArmadillo are installed (the published
+#               image), else NULL; use dsBaseClient as usual:
+#               ds.mean("D$age", type = "combine", datasources = conns)
+#   stations    the station names (DSGATEWAY_STATIONS), or character(0)
+#   dsg_aggregate(expr, station = NULL), dsg_assign(symbol, expr, station = NULL),
+#   dsg_load_table(symbol, table, station = NULL)
+#               the Armadillo API spoken with httr directly (any image with httr);
+#               `station`: one of `stations` (through the relay), NULL: this node
 #   parameters  the parsed parameters.json;  output_dir  "/output"
 #   write_json(name, value)  writes output_dir/name
 # Exit status 0 means success.
@@ -36,6 +43,13 @@ fail <- function(message, status = 2L) {
 if (!nzchar(gateway_url) || !nzchar(gateway_token)) {
   fail("DSGATEWAY_URL and DSGATEWAY_TOKEN must be set by the node.")
 }
+.stations <- list()
+if (nzchar(Sys.getenv("DSGATEWAY_STATIONS"))) {
+  .stations <- fromJSON(Sys.getenv("DSGATEWAY_STATIONS"), simplifyVector = FALSE)
+  names(.stations) <- vapply(.stations, function(s) s$name, "")
+}
+stations <- names(.stations)
+if (is.null(stations)) stations <- character(0)
 parameters <- tryCatch(
   fromJSON(file.path(input_dir, "parameters.json"), simplifyVector = FALSE),
   error = function(e) fail(paste("cannot read parameters.json:", conditionMessage(e)))
@@ -44,9 +58,20 @@ parameters <- tryCatch(
 # ------------------------------------------------------------ the Armadillo API with httr
 
 .dsg <- new.env()
-.dsg$logged_in <- FALSE
+.dsg$logged_in <- character(0) # the targets with a session: "" is this node
 
-.dsg_auth <- function() add_headers(Authorization = paste("Bearer", gateway_token))
+# Where a call goes: this node's gateway, or a station through the relay.
+.dsg_target <- function(station) {
+  if (is.null(station)) {
+    return(list(key = "", url = gateway_url, token = gateway_token))
+  }
+  s <- .stations[[station]]
+  if (is.null(s)) stop(sprintf("no station %s (stations: %s)", station,
+                               paste(stations, collapse = ", ")), call. = FALSE)
+  list(key = station, url = sub("/+$", "", s$url), token = s$token)
+}
+
+.dsg_auth <- function(target) add_headers(Authorization = paste("Bearer", target$token))
 
 .dsg_stop_for <- function(response, what) {
   if (status_code(response) >= 300) {
@@ -57,48 +82,50 @@ parameters <- tryCatch(
   invisible(response)
 }
 
-dsg_login <- function() {
-  if (!.dsg$logged_in) {
+dsg_login <- function(station = NULL) {
+  target <- .dsg_target(station)
+  if (!(target$key %in% .dsg$logged_in)) {
     response <- POST(
-      paste0(gateway_url, "/select-profile"), .dsg_auth(),
+      paste0(target$url, "/select-profile"), .dsg_auth(target),
       body = charToRaw(gateway_profile), encode = "raw"
     )
-    .dsg_stop_for(response, "login")
-    .dsg$logged_in <- TRUE
+    .dsg_stop_for(response, paste("login", target$key))
+    .dsg$logged_in <- c(.dsg$logged_in, target$key)
   }
-  invisible(TRUE)
+  invisible(target)
 }
 
 dsg_logout <- function() {
-  if (.dsg$logged_in) {
-    try(POST(paste0(gateway_url, "/logout"), .dsg_auth()), silent = TRUE)
-    .dsg$logged_in <- FALSE
+  for (key in .dsg$logged_in) {
+    target <- .dsg_target(if (nzchar(key)) key else NULL)
+    try(POST(paste0(target$url, "/logout"), .dsg_auth(target)), silent = TRUE)
   }
+  .dsg$logged_in <- character(0)
 }
 
-dsg_load_table <- function(symbol, table, variables = NULL) {
-  dsg_login()
+dsg_load_table <- function(symbol, table, variables = NULL, station = NULL) {
+  target <- dsg_login(station)
   query <- list(table = table, symbol = symbol)
   if (!is.null(variables)) query$variables <- paste(variables, collapse = ",")
-  response <- POST(paste0(gateway_url, "/load-table"), .dsg_auth(), query = query)
+  response <- POST(paste0(target$url, "/load-table"), .dsg_auth(target), query = query)
   .dsg_stop_for(response, sprintf("load %s <- %s", symbol, table))
   invisible(TRUE)
 }
 
-dsg_assign <- function(symbol, expr) {
-  dsg_login()
+dsg_assign <- function(symbol, expr, station = NULL) {
+  target <- dsg_login(station)
   response <- POST(
-    paste0(gateway_url, "/symbols/", symbol), .dsg_auth(),
+    paste0(target$url, "/symbols/", symbol), .dsg_auth(target),
     body = expr, content_type("text/plain"), encode = "raw"
   )
   .dsg_stop_for(response, sprintf("assign %s <- %s", symbol, expr))
   invisible(TRUE)
 }
 
-dsg_aggregate <- function(expr) {
-  dsg_login()
+dsg_aggregate <- function(expr, station = NULL) {
+  target <- dsg_login(station)
   response <- POST(
-    paste0(gateway_url, "/execute"), .dsg_auth(),
+    paste0(target$url, "/execute"), .dsg_auth(target),
     body = expr, content_type("text/plain"), accept("application/octet-stream"),
     encode = "raw"
   )
@@ -124,13 +151,27 @@ run <- function() {
   if (has_dsi) {
     suppressPackageStartupMessages(library(DSMolgenisArmadillo))
     builder <- DSI::newDSLoginBuilder()
-    builder$append(
-      server = "node", url = gateway_url, token = gateway_token,
-      driver = "ArmadilloDriver", profile = gateway_profile
-    )
+    if (length(.stations) > 0) {
+      # Every target station through the relay: the token names the node.
+      for (s in .stations) {
+        builder$append(
+          server = s$name, url = s$url, token = s$token,
+          driver = "ArmadilloDriver", profile = gateway_profile
+        )
+      }
+    } else {
+      builder$append(
+        server = "node", url = gateway_url, token = gateway_token,
+        driver = "ArmadilloDriver", profile = gateway_profile
+      )
+    }
     conns <<- DSI::datashield.login(logins = builder$build(), assign = FALSE)
     for (symbol in names(tables)) {
       DSI::datashield.assign.table(conns, symbol, tables[[symbol]])
+    }
+  } else if (length(.stations) > 0) {
+    for (station in stations) {
+      for (symbol in names(tables)) dsg_load_table(symbol, tables[[symbol]], station = station)
     }
   } else {
     for (symbol in names(tables)) dsg_load_table(symbol, tables[[symbol]])
