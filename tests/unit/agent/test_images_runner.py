@@ -319,3 +319,67 @@ def test_steward_cli(tmp_path):
         "image_reject",
     ]
     assert cli.invoke(images, ["list"]).exit_code == 2  # neither --config nor --state-dir
+
+
+# ---------------------------------------------------------------- relay stations, rules
+
+
+def test_relay_stations_come_from_the_item_or_the_run_fails_saying_why():
+    from gateway.agent.executors import RunFailed
+
+    relay = {**ITEM, "parameters": {**ITEM["parameters"], "relay": True}}
+    stations = [
+        {"name": "node-a", "node_id": 1, "token": "ta"},
+        {"name": "b", "node_id": 2, "token": "tb"},
+    ]
+    req = request_from_item({**relay, "relay_stations": stations}, "t", "default")
+    assert [(s.name, s.node_id, s.token) for s in req.stations] == [
+        ("node-a", 1, "ta"),
+        ("b", 2, "tb"),
+    ]
+    assert req.stations[1].to_env("http://relay:8081") == {
+        "name": "b",
+        "node_id": 2,
+        "url": "http://relay:8081",
+        "opal_url": "http://relay:8081/nodes/2",
+        "token": "tb",
+    }
+    # Stations the task did not ask for are not used.
+    assert request_from_item({**ITEM, "relay_stations": stations}, "t", "default").stations == ()
+    with pytest.raises(RunFailed, match="asked for the relay, but the coordinator cannot sign"):
+        request_from_item({**relay, "relay_error": "the coordinator cannot sign"}, "t", "d")
+    with pytest.raises(RunFailed, match="carries no relay tokens"):
+        request_from_item(relay, "t", "default")
+    # The coordinator's disclosure rules: read, or the run fails (closed).
+    req = request_from_item({**ITEM, "disclosure": {"min_count": 10}}, "t", "default")
+    assert req.disclosure.min_count == 10
+    with pytest.raises(RunFailed, match="disclosure rules are unusable"):
+        request_from_item({**ITEM, "disclosure": {"min_count": "few"}}, "t", "default")
+
+
+def test_a_node_without_a_relay_never_opens_a_wider_network(policy, tmp_path, stop_at_sandbox):
+    from gateway.agent.images.contract import Station
+
+    policy.approve(A, by="s", reason="r")
+    images = FakeImages({A: FakeImage(A)})
+    req = request(f"ana@{A}", stations=(Station("node-b", 2, "tb"),))
+    result = runner(policy, images, tmp_path).run(req)
+    assert result.status is RunStatus.FAILED
+    assert "this node does not allow it" in result.reason and "images.relay" in result.reason
+    assert images.calls == [] and stop_at_sandbox == []  # before Docker
+
+
+def test_images_settings_relay_and_disclosure():
+    from gateway.agent.config import AgentConfigError
+    from gateway.agent.dispatch import image_settings
+
+    s = image_settings(
+        {"proxy_image": "p", "relay": "http://coord.internal:5001", "disclosure": {"max_rows": 20}}
+    )
+    assert s.relay == ("coord.internal", 5001) and s.disclosure.max_rows == 20
+    assert image_settings({"proxy_image": "p"}).relay is None
+    for bad in ("https://coord:5001", "coord:5001", "http://coord:5001/api"):
+        with pytest.raises(AgentConfigError, match=r"images\.relay"):
+            image_settings({"proxy_image": "p", "relay": bad})
+    with pytest.raises(AgentConfigError, match=r"images\.disclosure"):
+        image_settings({"proxy_image": "p", "disclosure": {"min_count": 0}})
