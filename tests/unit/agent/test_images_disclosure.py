@@ -100,7 +100,8 @@ def test_check_outputs_takes_node_files_and_coordinator_dicts():
     good = OutputFile("mean.json", "application/json", b'{"mean": 41.5}')
     bad = OutputFile("tab.csv", "text/csv", b"g,n\na,2\n")
     check_outputs([good], RULES)
-    with pytest.raises(DisclosureRefused, match=r"tab\.csv: the table, column 'n' holds the count 2"):
+    expected = r"tab\.csv: the table, column 'n' holds the count 2"
+    with pytest.raises(DisclosureRefused, match=expected):
         check_outputs([good, bad], RULES)
     as_sent = [bad.to_dict()]  # what the coordinator receives: CSV as text
     with pytest.raises(DisclosureRefused, match="count 2"):
