@@ -7,13 +7,10 @@ killed mid-task and restarted: the task still completes, once, with the same num
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
-
 import pandas as pd
 import pytest
 
+from tests.functional.pooled import pooled_rows, r_binomial_glm
 from tests.functional.stack import running_stack, until
 from tests.unit.coordinator.fixtures import postgres_database  # noqa: F401 (fixture)
 
@@ -45,29 +42,7 @@ def stack(tmp_path_factory, r_lib, postgres_database):  # noqa: F811 (the fixtur
 @pytest.fixture(scope="module")
 def reference(stack, tmp_path_factory) -> dict:
     """R's glm() on the three stations' data pooled."""
-    if shutil.which("Rscript") is None:
-        pytest.fail("R is needed for the reference fit")
-    pooled = pd.concat(
-        pd.read_parquet(s.data_dir / "demo" / "cohort" / "patients.parquet")
-        for s in stack.stations.values()
-    )
-    csv = tmp_path_factory.mktemp("pooled") / "pooled.csv"
-    frame = pooled[["outcome", "age", "bmi", "smoker"]].copy()
-    frame["smoker"] = frame["smoker"].map({True: "TRUE", False: "FALSE"})
-    frame.to_csv(csv, index=False, na_rep="NA")
-    script = f"""
-    D <- read.csv({json.dumps(str(csv))})
-    D$smoker <- as.logical(D$smoker)
-    fit <- glm({FORMULA}, family = binomial, data = D,
-               control = glm.control(epsilon = 1e-14, maxit = 100))
-    s <- summary(fit)$coefficients
-    cat(jsonlite::toJSON(list(names = rownames(s), coef = unname(s[, 1]),
-        se = unname(s[, 2]), z = unname(s[, 3]), deviance = fit$deviance,
-        nobs = nobs(fit)), digits = NA, auto_unbox = TRUE))
-    """
-    done = subprocess.run(["Rscript", "-e", script], capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+    return r_binomial_glm(pooled_rows(stack), FORMULA, tmp_path_factory.mktemp("pooled"))
 
 
 def _assert_equals_reference(value: dict, ref: dict) -> None:

@@ -6,15 +6,12 @@ for the model)."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-
-import pandas as pd
 import pytest
 
 import algorithms as ds
 from gateway.client import CoordinatorError
 from gateway.client.relay import RelayConnection, relay_session
+from tests.functional.pooled import pooled_rows, r_binomial_glm
 from tests.functional.stack import running_stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.r]
@@ -28,33 +25,6 @@ def stack(tmp_path_factory, r_lib):
         yield stack
 
 
-def _pooled(stack) -> pd.DataFrame:
-    frames = [
-        pd.read_parquet(s.data_dir / "demo" / "cohort" / "patients.parquet")
-        for s in stack.stations.values()
-    ]
-    return pd.concat(frames, ignore_index=True)
-
-
-def _r_glm(pooled: pd.DataFrame, tmp_path) -> dict:
-    csv = tmp_path / "pooled.csv"
-    frame = pooled[["age", "bmi", "smoker", "outcome"]].copy()
-    frame["smoker"] = frame["smoker"].map({True: "TRUE", False: "FALSE"})
-    frame.to_csv(csv, index=False, na_rep="NA")
-    script = f"""
-    D <- read.csv({json.dumps(str(csv))})
-    D$smoker <- as.logical(D$smoker)
-    fit <- glm({MODEL}, family = binomial, control = glm.control(epsilon = 1e-14, maxit = 100))
-    s <- summary(fit)
-    cat(jsonlite::toJSON(list(coef = unname(s$coefficients[, 1]),
-                              se = unname(s$coefficients[, 2]), nobs = nobs(fit)),
-                         digits = NA, auto_unbox = TRUE))
-    """
-    done = subprocess.run(["Rscript", "-e", script], capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
-
-
 def test_one_login_runs_the_algorithms_through_the_relay(stack, tmp_path):
     client = stack.admin_client()
     session = client.datashield_session(stack.collaboration, stack.relay_url)
@@ -65,10 +35,10 @@ def test_one_login_runs_the_algorithms_through_the_relay(stack, tmp_path):
         fit = ds.glm(session, MODEL, "binomial")
     finally:
         session.close()
-    pooled = _pooled(stack)
+    pooled = pooled_rows(stack)
     assert means.loc[ds.COMBINED, "n_valid"] == pooled["age"].notna().sum()
     assert means.loc[ds.COMBINED, "mean"] == pytest.approx(pooled["age"].mean(), rel=1e-10)
-    reference = _r_glm(pooled, tmp_path)
+    reference = r_binomial_glm(pooled, MODEL, tmp_path)
     assert fit.nobs == reference["nobs"]
     assert list(fit.params) == pytest.approx(reference["coef"], rel=1e-6)
     assert list(fit.bse) == pytest.approx(reference["se"], rel=1e-6)
