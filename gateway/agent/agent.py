@@ -170,7 +170,12 @@ class Agent:
                 run_id, outcome = self._outbox[0]
             try:
                 self.link.post_result(
-                    run_id, outcome.status, outcome.result, outcome.log, outcome.message
+                    run_id,
+                    outcome.status,
+                    outcome.result,
+                    outcome.log,
+                    outcome.message,
+                    getattr(outcome, "outcome", None),
                 )
                 self.completed += 1
             except Rejected as err:

@@ -50,6 +50,9 @@ class RunOutcome:
     result: Any = None
     log: str = ""
     message: str = ""
+    # "blocked": a disclosure filter at this node refused one of the run's commands
+    # (for the coordinator's audit; the status says whether the run still completed).
+    outcome: str | None = None
 
 
 def check_policy(item: dict, policy: Policy) -> None:
@@ -75,6 +78,7 @@ class RunContext:
         self._audit = audit
         self._session = None
         self.lines: list[str] = []
+        self.blocked = False
 
     @property
     def session(self):
@@ -87,22 +91,22 @@ class RunContext:
 
     def command(self, kind: str, expr: str, submit: Callable[[], Any]) -> Any:
         """Run one gateway command to its end; audit it as the HTTP faces do."""
+        from gateway.node.audit_outcomes import command_outcome
+
         cmd = submit()
         ok = cmd.status == "COMPLETED"
         size = len(cmd.result) if isinstance(cmd.result, str | bytes) else 0
-        self._audit(
-            self.session,
-            kind,
-            expr,
-            "returned" if ok else "failed",
-            200 if ok else 400,
-            size,
-            cmd.message,
-        )
+        outcome = command_outcome(cmd)
+        self.blocked = self.blocked or outcome == "blocked"
+        self._audit(self.session, kind, expr, outcome, 200 if ok else 400, size, cmd.message)
         self.log(f"{kind} {expr}: {cmd.status}" + (f" ({cmd.message})" if cmd.message else ""))
         if not ok:
             raise RunFailed(f"{expr}: {cmd.message or 'failed'}")
         return cmd.result
+
+    @property
+    def outcome(self) -> str | None:
+        return "blocked" if self.blocked else None
 
     def close(self) -> None:
         if self._session is not None:
@@ -197,13 +201,13 @@ class GatewayExecutor(Executor):
                 raise RunFailed(f"Unknown algorithm {item['algorithm']!r} at this node.")
             result = fn(ctx, item.get("parameters") or {})
             json.dumps(result)  # what cannot be sent fails here, not at the coordinator
-            return RunOutcome("completed", result, "\n".join(ctx.lines))
+            return RunOutcome("completed", result, "\n".join(ctx.lines), outcome=ctx.outcome)
         except RunFailed as err:
-            return RunOutcome("failed", None, "\n".join(ctx.lines), str(err))
+            return RunOutcome("failed", None, "\n".join(ctx.lines), str(err), ctx.outcome)
         except Exception as err:  # a bug or the gateway refusing: the run fails, not us
             log.exception("run %s failed", item.get("run_id"))
             message = getattr(err, "message", None) or f"{type(err).__name__}: {err}"
-            return RunOutcome("failed", None, "\n".join(ctx.lines), message)
+            return RunOutcome("failed", None, "\n".join(ctx.lines), message, ctx.outcome)
         finally:
             try:
                 ctx.close()

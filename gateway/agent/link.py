@@ -69,9 +69,17 @@ class CoordinatorLink:
         return body["work"]
 
     def post_result(
-        self, run_id: int, status: str, result: Any = None, log: str = "", message: str = ""
+        self,
+        run_id: int,
+        status: str,
+        result: Any = None,
+        log: str = "",
+        message: str = "",
+        outcome: str | None = None,
     ) -> dict:
         payload = {"status": status, "result": result, "log": log, "message": message}
+        if outcome is not None:  # "blocked": a disclosure filter refused (for the audit)
+            payload["outcome"] = outcome
         return self._call("POST", f"/node/runs/{run_id}/result", json=payload)
 
     def heartbeat(self, running: list[int]) -> list[int]:

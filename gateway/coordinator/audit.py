@@ -14,7 +14,12 @@ from flask import g, has_request_context, request
 from gateway.coordinator import db
 from gateway.coordinator.models import AuditEvent
 
-__all__ = ["record", "record_now"]
+__all__ = ["OUTCOMES", "record", "record_now"]
+
+# ok: done (a value returned, for calls and runs); refused: not allowed (rights, the
+# node's whitelist or policy); blocked: a station's disclosure filter stopped it;
+# failed: allowed but went wrong.
+OUTCOMES = ("ok", "refused", "blocked", "failed")
 
 
 def _collaboration_of(target: Any) -> int | None:
@@ -27,6 +32,8 @@ def _collaboration_of(target: Any) -> int | None:
 
 
 def _event(action: str, outcome: str, target: Any, **fields: Any) -> AuditEvent:
+    if outcome not in OUTCOMES:
+        raise ValueError(f"outcome must be one of {OUTCOMES}, not {outcome!r}")
     actor_type, actor_id, actor_name, org_id = "system", None, "", None
     principal = g.get("principal")
     node = g.get("node")

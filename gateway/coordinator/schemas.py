@@ -12,6 +12,7 @@ from datetime import UTC
 from flask import current_app
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
+from gateway.coordinator.audit import OUTCOMES as AUDIT_OUTCOMES
 from gateway.coordinator.models import ROLE_NAMES, RUN_STATUSES, TASK_STATUSES, utcnow
 
 # Usernames become the `sub` of relay tokens, which the node checks with this pattern.
@@ -316,7 +317,7 @@ class AuditQuery(PageQuery):
     collaboration_id = fields.Int(validate=_id)
     action = fields.Str(validate=validate.Length(max=64))
     actor_name = fields.Str(validate=validate.Length(max=128))
-    outcome = fields.Str(validate=validate.Length(max=16))
+    outcome = fields.Str(validate=validate.OneOf(AUDIT_OUTCOMES))
     since = fields.AwareDateTime(default_timezone=UTC)
     until = fields.AwareDateTime(default_timezone=UTC, metadata={"description": "Before this."})
 
@@ -403,6 +404,11 @@ class RunResultIn(Schema):
     result = fields.Raw(load_default=None, allow_none=True)
     log = fields.Str(load_default="", validate=validate.Length(max=1_000_000))
     message = fields.Str(load_default="", validate=validate.Length(max=10_000))
+    outcome = fields.Str(
+        load_default=None,
+        validate=validate.OneOf(["blocked"]),
+        metadata={"description": "blocked: a disclosure filter at the node refused a command."},
+    )
 
 
 class RunResultOut(Schema):

@@ -18,6 +18,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from gateway.node import armadillo, opal
 from gateway.node.audit import AuditLog
+from gateway.node.audit_outcomes import OUTCOME_HEADER
 from gateway.node.auth import Authenticator
 from gateway.node.config import NodeConfig
 from gateway.node.errors import BadRequest, ExpressionRefused, GatewayError
@@ -211,6 +212,8 @@ def _audit(response: Response) -> Response:
     except Exception:  # a broken audit log blocks the answer
         log.exception("could not write the audit record")
         return _audit_failure()
+    # The coordinator's relay files the call under the same outcome (blocked, refused...).
+    response.headers[OUTCOME_HEADER] = outcome
     return response
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
+from gateway.node.audit_outcomes import command_outcome
 from gateway.node.errors import BadRequest, GatewayError, NotFound, Unauthorized
 from gateway.node.web import (
     SYMBOL_CSV_RE,
@@ -182,20 +183,12 @@ def _finish_sync(cmd, value: bool) -> Response:
     if cmd.status == "COMPLETED":
         if value:
             data = cmd.result or b""
-            note(outcome="returned", message=None)
+            note(outcome=command_outcome(cmd), message=cmd.message)
             return Response(data, status=200, mimetype="application/octet-stream")
         return Response(status=200)
     message = failed_message(cmd.message if cmd.status == "FAILED" else "Command did not finish")
-    note(outcome=_failure_outcome(cmd.message), message=cmd.message)
+    note(outcome=command_outcome(cmd), message=cmd.message)
     return jsonify(status=500, error="Internal Server Error", message=message), 500
-
-
-def _failure_outcome(message: str | None) -> str:
-    """`blocked` when a disclosure control stopped the command, else `failed`."""
-    text = (message or "").lower()
-    if any(word in text for word in ("disclos", "nfilter", "privacy", "too few", "invalid:")):
-        return "blocked"
-    return "failed"
 
 
 # ---------------------------------------------------------------- login and info
@@ -384,6 +377,9 @@ def last_command():
     if cmd is None:
         raise NotFound("No command has been run in this session.")
     note(command=str(cmd.id))
+    if cmd.done and command_outcome(cmd) == "blocked":
+        # The client learns of the refusal here (async commands): on record as such.
+        note(outcome="blocked", expression=cmd.expression, message=cmd.message)
     return jsonify(_command_json(cmd))
 
 
@@ -397,13 +393,13 @@ def last_result():
     note(command=str(cmd.id), expression=cmd.expression)
     cmd.wait(_wait_timeout())
     if cmd.status == "FAILED":
-        note(outcome=_failure_outcome(cmd.message), message=cmd.message)
+        note(outcome=command_outcome(cmd), message=cmd.message)
         raise NotFound("The last command failed: see /lastcommand.")
     if cmd.status != "COMPLETED":
         raise NotFound("The last command has not finished.")
     if not cmd.with_result or cmd.result is None:
         raise NotFound("The last command has no value (an assignment).")
-    note(outcome="returned")
+    note(outcome=command_outcome(cmd), message=cmd.message)
     return Response(cmd.result, status=200, mimetype="application/octet-stream")
 
 

@@ -20,6 +20,7 @@ import time
 
 from flask import Blueprint, Response, g, jsonify, request
 
+from gateway.node.audit_outcomes import command_outcome
 from gateway.node.errors import BadRequest, Forbidden, GatewayError, NotFound, Unauthorized
 from gateway.node.web import (
     check_symbol,
@@ -517,7 +518,7 @@ def aggregate(session_id):
         return Response(str(cmd.id), status=200, mimetype="text/plain")
     cmd.wait(_wait_timeout())
     if cmd.status != "COMPLETED":
-        note(message=cmd.message)
+        note(outcome=command_outcome(cmd), message=cmd.message)
         raise _RuntimeFailure(cmd.message or "The command did not finish.")
     return _result_response(cmd)
 
@@ -526,7 +527,7 @@ def _result_response(cmd) -> Response:
     result = cmd.result
     if result is None:
         return Response(status=204)
-    note(outcome="returned")
+    note(outcome=command_outcome(cmd), message=cmd.message)
     if isinstance(result, bytes | bytearray):
         return Response(bytes(result), status=200, mimetype="application/octet-stream")
     return Response(result, status=200, mimetype="application/json")
@@ -571,6 +572,9 @@ def get_command(session_id, rid):
     cmd = _command(session, rid)
     if parse_bool("wait"):
         cmd.wait(_wait_timeout())
+    if cmd.done and command_outcome(cmd) == "blocked":
+        # The client learns of the refusal here (async commands): on record as such.
+        note(outcome="blocked", expression=cmd.expression, message=cmd.message)
     return jsonify(_command_json(cmd))
 
 
@@ -597,7 +601,7 @@ def command_result(session_id, rid):
             return Response(status=204)
         cmd.wait(_wait_timeout())
     if cmd.status == "FAILED":
-        note(message=cmd.message)
+        note(outcome=command_outcome(cmd), message=cmd.message)
         raise _RuntimeFailure(cmd.message or "The command failed.")
     response = _result_response(cmd) if cmd.with_result else Response(status=204)
     if parse_bool("rm", default=True):

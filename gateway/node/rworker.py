@@ -16,6 +16,7 @@ import resource
 import signal
 import socket
 
+from gateway.node.audit_outcomes import R_REFUSAL, AggregateAnswer, returned_refusal
 from gateway.node.rchannel import ChannelClosed, recv_msg, send_msg
 
 # R helpers live in their own environment so that the session's `ls()` never shows them.
@@ -136,6 +137,8 @@ class RRuntime:
             paths = [p for p in r_lib.split(os.pathsep) if p]
             self._call(ri.baseenv.find(".libPaths"), ri.StrSexpVector(paths))
         self.helpers = ri.baseenv.find("eval")(ri.parse(_R_HELPERS), ri.globalenv)
+        # Whether an aggregate's value is a disclosure filter's refusal (for the audit).
+        self.refusal_text = ri.baseenv.find("eval")(ri.parse(R_REFUSAL), ri.baseenv)
         self.packages = self._discover_packages()
         self._preload([p["name"] for p in self.packages] + ["jsonlite"])
         # Pre-import what a load-table needs so that forked workers do not pay for it.
@@ -228,12 +231,15 @@ class RRuntime:
         if not bool(result[0][0]):
             raise RError(str(result[1][0]))
 
-    def op_aggregate(self, code: str, fmt: str):
+    def op_aggregate(self, code: str, fmt: str) -> AggregateAnswer:
         value = self._evaluate(code)
+        candidate = self.refusal_text(value)[0]
+        refusal = returned_refusal(None if candidate is self.ri.NA_Character else str(candidate))
         if fmt == "json":
-            return str(self._helper("to_json")(value)[0])
+            return AggregateAnswer(str(self._helper("to_json")(value)[0]), refusal)
         raw = self._helper("to_rds")(value)
-        return bytes(self.ffi.buffer(self.rlib.RAW(raw.__sexp__._cdata), len(raw)))
+        data = bytes(self.ffi.buffer(self.rlib.RAW(raw.__sexp__._cdata), len(raw)))
+        return AggregateAnswer(data, refusal)
 
     def op_ls(self) -> list[str]:
         names = self.ri.baseenv.find("ls")(self.ri.globalenv)

@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from gateway.node import expression
+from gateway.node.audit_outcomes import AggregateAnswer, failure_outcome
 from gateway.node.errors import (
     BadRequest,
     CapacityExceeded,
@@ -41,10 +42,6 @@ SYMBOL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.]*")
 WORKSPACE_RE = re.compile(r"[\w\-:]+", re.ASCII)
 MAX_SYMBOL_LENGTH = 255
 MAX_WORKSPACE_NAME = 255
-# Messages that mean a disclosure filter stopped the call rather than a bug or bad input.
-_DISCLOSURE_RE = re.compile(
-    r"disclos|nfilter|privacy|too (few|small|many)|invalid.*(count|cell)", re.IGNORECASE
-)
 # Opal keeps a session's commands until it ends; bound them so a long session cannot
 # grow without limit.
 MAX_KEPT_COMMANDS = 200
@@ -85,6 +82,9 @@ class Command:
     end_date: datetime | None = None
     message: str | None = None
     result: bytes | str | None = None
+    # The audit outcome once finished: returned, ok, failed, or blocked (a disclosure
+    # filter refused it: an R error, or a returned value that is the refusal).
+    outcome: str | None = None
 
     def __post_init__(self):
         self.create_date = _now()
@@ -229,7 +229,7 @@ class Session:
         try:
             value = run(timeout)
         except RError as err:
-            outcome = "blocked" if _DISCLOSURE_RE.search(str(err)) else "failed"
+            outcome = command.outcome = failure_outcome(str(err))
             command._finish("FAILED", message=str(err))
             self.manager.audit_command(
                 self, command.kind, command.expression, outcome, 500, 0, str(err)
@@ -237,12 +237,14 @@ class Session:
             return
         except RSessionFailed as err:
             self.state = "FAILED"
+            command.outcome = "failed"
             command._finish("FAILED", message=err.message)
             self.manager.audit_command(
                 self, command.kind, command.expression, "failed", 500, 0, err.message
             )
             return
         except GatewayError as err:
+            command.outcome = "failed"
             command._finish("FAILED", message=err.message)
             self.manager.audit_command(
                 self, command.kind, command.expression, "failed", err.status, 0, err.message
@@ -250,22 +252,22 @@ class Session:
             return
         except Exception as err:  # never let a bug kill the session thread silently
             log.exception("command %s of session %s failed", command.id, self.id)
+            command.outcome = "failed"
             command._finish("FAILED", message=f"Internal error: {err}")
             self.manager.audit_command(
                 self, command.kind, command.expression, "failed", 500, 0, str(err)
             )
             return
+        refusal = None
+        if isinstance(value, AggregateAnswer):
+            value, refusal = value.data, value.refusal
         result = value if command.with_result else None
         size = len(result) if isinstance(result, bytes | str) else 0
-        command._finish("COMPLETED", result=result)
+        # A refusal dsBase returns as a value still goes to the client as it is.
+        command.outcome = "blocked" if refusal else ("returned" if command.with_result else "ok")
+        command._finish("COMPLETED", result=result, message=refusal)
         self.manager.audit_command(
-            self,
-            command.kind,
-            command.expression,
-            "returned" if command.with_result else "ok",
-            200,
-            size,
-            None,
+            self, command.kind, command.expression, command.outcome, 200, size, refusal
         )
 
     def _direct(self, op: str, **args):

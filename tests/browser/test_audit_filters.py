@@ -65,3 +65,51 @@ def test_outcome_and_until_filter_and_result_size_is_recorded(world):
     assert len(everything) == len(c.get("/api/audit", headers=boss).json) > 2
     bad = c.get("/api/audit?until=yesterday", headers=boss)
     assert bad.status_code == 400 and "until" in bad.json["errors"]
+
+
+def test_a_run_a_disclosure_filter_refused_is_filed_as_blocked(world):
+    w = world
+    c = w.client
+    task = c.post(
+        "/api/tasks",
+        headers=w.as_user("alice"),
+        json={"collaboration_id": w.study, "algorithm": "echo", "parameters": {}},
+    ).json
+    work = c.get("/api/node/work", headers=w.as_node("node-a")).json["work"]
+    run_id = next(i["run_id"] for i in work if i["task_id"] == task["id"])
+    url = f"/api/node/runs/{run_id}/result"
+    odd = c.post(url, headers=w.as_node("node-a"), json={"status": "failed", "outcome": "fine"})
+    assert odd.status_code == 400 and "outcome" in odd.json["errors"]
+    posted = c.post(
+        url,
+        headers=w.as_node("node-a"),
+        json={
+            "status": "failed",
+            "outcome": "blocked",
+            "message": "table1DDS(D$id): Error : invalid table - invalid counts present",
+        },
+    )
+    assert posted.status_code == 200, posted.json
+    boss = w.as_user("boss")
+    blocked = c.get("/api/audit?outcome=blocked", headers=boss).json
+    assert [(e["action"], e["target_id"]) for e in blocked] == [("run.result", run_id)]
+    assert "invalid counts" in blocked[0]["detail"]["message"]
+    bad = c.get("/api/audit?outcome=sideways", headers=boss)
+    assert bad.status_code == 400 and "outcome" in bad.json["errors"]
+
+
+def test_a_relayed_call_takes_the_stations_outcome():
+    from gateway.coordinator.relay.auditor import relayed_outcome
+
+    def said(word):
+        return [["Content-Type", "application/json"], ["X-DSGateway-Outcome", word]]
+
+    assert relayed_outcome(500, said("blocked")) == "blocked"
+    assert relayed_outcome(200, said("blocked")) == "blocked"  # a returned refusal
+    assert relayed_outcome(400, said("refused")) == "refused"  # the whitelist
+    assert relayed_outcome(200, said("returned")) == "ok"
+    # No word, or one we do not know, or "fine" on an error: the status decides.
+    assert relayed_outcome(500, said("returned")) == "failed"
+    assert relayed_outcome(500, said("whatever")) == "failed"
+    assert relayed_outcome(404, None) == "failed"
+    assert relayed_outcome(200, []) == "ok"

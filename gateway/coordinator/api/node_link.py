@@ -144,7 +144,8 @@ def post_result(run_id, body):
     audit.record(
         "run.result",
         run,
-        outcome="ok" if status == "completed" else "failed",
+        # The node's word that a disclosure filter refused decides; else the status.
+        outcome=body["outcome"] or ("ok" if status == "completed" else "failed"),
         collaboration_id=run.task.collaboration_id,
         # bytes: the size of what left the station (its result as JSON), for the audit.
         detail={

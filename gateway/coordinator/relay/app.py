@@ -34,7 +34,7 @@ from sqlalchemy import select
 from gateway.coordinator import audit, db
 from gateway.coordinator.authz import Principal
 from gateway.coordinator.models import Node, User
-from gateway.coordinator.relay.auditor import CallAuditor
+from gateway.coordinator.relay.auditor import CallAuditor, relayed_outcome
 
 __all__ = ["Grant", "RelayRefused", "create_relay_app"]
 
@@ -292,7 +292,7 @@ def create_relay_app(coordinator_app: Flask) -> Flask:
                 response.headers.add(name, value)
         detail["status"] = status
         detail["ms"] = round((time.monotonic() - started) * 1000, 1)
-        outcome = "ok" if status < 400 else "failed"
+        outcome = relayed_outcome(status, (answer or {}).get("headers"))
         # Written by the auditor's thread: the client does not wait for it.
         auditor.put(grant, detail, outcome)
         return response

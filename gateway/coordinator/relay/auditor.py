@@ -21,10 +21,28 @@ from flask import Flask
 
 from gateway.coordinator import audit, db
 
-__all__ = ["CallAuditor"]
+__all__ = ["CallAuditor", "relayed_outcome"]
 
 log = logging.getLogger(__name__)
 _BATCH = 200
+
+# The station's gateway says each answer's audit outcome in this header
+# (gateway.node.audit_outcomes.OUTCOME_HEADER); the relay does not pass it on.
+OUTCOME_HEADER = "x-dsgateway-outcome"
+# The station's word -> the coordinator's: a value returned is "ok" here.
+_STATION_OUTCOMES = {"returned": "ok", "ok": "ok", "refused": "refused", "blocked": "blocked"}
+
+
+def relayed_outcome(status: int, headers) -> str:
+    """A relayed call's outcome: the station's own (refused by its whitelist, blocked
+    by a disclosure filter...) when it says one we know, else from the status alone. An
+    unknown or missing word never makes a failed call look fine."""
+    said = next((v for k, v in headers or [] if k.lower() == OUTCOME_HEADER), None)
+    fallback = "ok" if status < 400 else "failed"
+    outcome = _STATION_OUTCOMES.get((said or "").strip().lower())
+    if outcome is None or (outcome == "ok" and status >= 400):
+        return fallback
+    return outcome
 
 
 class CallAuditor:
