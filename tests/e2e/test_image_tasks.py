@@ -8,6 +8,12 @@ root, fork and memory bombs, endless loops) is shown in test_client_images.py ag
 the same runner; here: the coordinator's path around it: approvals at each node decide,
 statuses reach the researcher, approvals are mirrored, decisions made at the
 coordinator are applied by the node, and both audit logs hold every step.
+
+The coordinator signs relay tokens with the gateway's HS256 secret, issuer and audience,
+so its tokens open the gateway as a node's would: node-a signs its run tokens itself
+(`tokens_from: node`), node-b takes them from the coordinator (`tokens_from:
+coordinator`). The relay listener runs too, with a relay agent per station, and both
+stations let image runs reach it (`images.relay`): a task with `relay` opens both.
 """
 
 from __future__ import annotations
@@ -29,16 +35,19 @@ from gateway.agent.config import AgentConfig
 from gateway.agent.dispatch import build_executor
 from gateway.agent.images.cli import images as images_cli
 from gateway.agent.images.policy import ImagePolicy
+from gateway.agent.images.tokens import ItemTokenSource, JwtTokenMinter
 from gateway.agent.link import CoordinatorLink
+from gateway.agent.relay import RelayAgent
 from gateway.client import CoordinatorClient
 from gateway.coordinator import create_app, db
 from gateway.coordinator.celery_app import EmbeddedWorker
 from gateway.coordinator.migrate import upgrade
-from gateway.coordinator.models import AuditEvent, ImageRunPhase
+from gateway.coordinator.models import AuditEvent, ImageRunPhase, Node
+from gateway.coordinator.relay.app import create_relay_app
 from gateway.coordinator.server import BackgroundServer
 from gateway.node.audit import AuditLog
-from tests.e2e.conftest import PY_BASE
-from tests.unit.coordinator.fixtures import PASSWORD, TEST_RELAY_SECRET, World
+from tests.e2e.conftest import AUDIENCE, ISSUER, PY_BASE, TOKEN_SECRET
+from tests.unit.coordinator.fixtures import PASSWORD, World
 
 pytestmark = [pytest.mark.slow, pytest.mark.r, pytest.mark.timeout(900)]
 
@@ -91,13 +100,16 @@ def stack(tmp_path_factory, docker_client, image_gateway, image_tokens):
             "INSTANCE_PATH": str(tmp / "instance"),
             "SECRET_KEY": "image-tasks-" + "k" * 40,
             "PASSWORD_HASH_METHOD": "scrypt:1024:8:1",
-            "RELAY_SECRET": TEST_RELAY_SECRET,
+            # Relay tokens the gateway accepts (it verifies them as any relayed call's).
+            "RELAY_SECRET": TOKEN_SECRET,
+            "RELAY_ISSUER": ISSUER,
             "SWEEP_INTERVAL": 0.5,
             "LONG_POLL_MAX": 5,
         }
     )
     worker = EmbeddedWorker(app).start()
     server = BackgroundServer(app, threads=16).start()
+    relay = BackgroundServer(create_relay_app(app), threads=16).start()
     w = World(app, app.test_client())
     org_a, org_b = w.org("Hospital A"), w.org("Hospital B")
     w.study = w.collaboration("study", org_a, org_b)
@@ -105,6 +117,11 @@ def stack(tmp_path_factory, docker_client, image_gateway, image_tokens):
         "node-a": w.node("node-a", org_a, w.study),
         "node-b": w.node("node-b", org_b, w.study),
     }
+    with app.app_context():  # both stations stand for the one gateway of these tests
+        for node in db.session().query(Node):
+            node.audience = AUDIENCE
+        db.commit()
+    w.relay_url, w.api_port = relay.url, server.port
     w.user("alice", org_a, ("researcher", None, w.study))
     w.user("steward_a", org_a, ("data_steward", org_a, w.study))
     w.user("steward_b", org_b, ("data_steward", org_b, w.study))
@@ -126,6 +143,8 @@ def stack(tmp_path_factory, docker_client, image_gateway, image_tokens):
                     "docker_host": os.environ["DOCKER_HOST"],  # set by docker_client
                     "node_name": f"e2e-tasks-{name}",
                     "pull": False,
+                    "tokens_from": "node" if name == "node-a" else "coordinator",
+                    "relay": relay.url,
                     "sync_interval": 0.3,
                     "limits": {"wall_time": 120},
                 },
@@ -136,19 +155,24 @@ def stack(tmp_path_factory, docker_client, image_gateway, image_tokens):
             cfg, link, None, station.node_cfg, image_gateway.address, station.audit
         )
         agent = Agent(cfg, link, executor).start()
+        relayer = RelayAgent(
+            cfg.api_url, w.keys[name], image_gateway.url, cfg.policy, poll_wait=2
+        ).start()
         station.executor = executor
-        stoppers.append((agent, executor))
+        stoppers.append((agent, executor, relayer))
         w.stations[name] = station
     try:
         yield w
     finally:
-        threads = [threading.Thread(target=a.stop, args=(2,)) for a, _ in stoppers]
+        threads = [threading.Thread(target=a.stop, args=(2,)) for a, _, _ in stoppers]
+        threads += [threading.Thread(target=r.stop, args=(2,)) for _, _, r in stoppers]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        for _, executor in stoppers:
+        for _, executor, _ in stoppers:
             executor.close()
+        relay.stop()
         server.stop()
         worker.stop()
         db.engine(app).dispose()
@@ -234,6 +258,10 @@ def test_an_approved_image_runs_at_two_nodes_and_returns_its_output(
     decided = api(w, "GET", f"/nodes/{w.node_ids['node-b']}/images/decisions", user="steward_b")
     assert [d["status"] for d in decided.json()] == ["applied"]
 
+    # node-b's run token comes from the coordinator (a relay token for node-b), which
+    # node-b's gateway accepts as it accepts relayed calls.
+    assert isinstance(a.executor.images.tokens, JwtTokenMinter)
+    assert isinstance(b.executor.images.tokens, ItemTokenSource)
     task = image_task(w, ref, MEAN_SCRIPT)
     runs = finished_runs(w, task["id"])
     expected = pooled_mean_age(image_gateway)
@@ -391,3 +419,122 @@ def test_a_cancelled_task_kills_its_running_containers(stack, probe_image, docke
     until(lambda: not docker_client.containers.list(all=True, filters=label), 60, "clean-up")
     run = api(w, "GET", f"/tasks/{task['id']}/image-runs").json()[0]
     assert run["status"] == "cancelled"
+
+
+RELAY_SCRIPT = """
+    import json
+    import os
+    import socket
+
+    import requests
+
+    means = ds.mean(session, "D$age")
+    write_json(
+        "pooled.json",
+        {"mean": float(means.loc[ds.COMBINED, "mean"]),
+         "n_valid": int(means.loc[ds.COMBINED, "n_valid"]),
+         "stations": sorted(c.name for c in session.conns)},
+    )
+    # The relay port leads to the coordinator's relay listener and nothing else of it.
+    relay = os.environ["DSGATEWAY_RELAY_URL"]
+    station = json.loads(os.environ["DSGATEWAY_STATIONS"])[0]
+    bare = requests.get(relay + "/api/openapi.json", timeout=10)
+    signed = requests.get(
+        relay + "/api/openapi.json",
+        headers={"Authorization": "Bearer " + station["token"]},
+        timeout=10,
+    )
+    ports = {}
+    for host in ("relay", "gateway"):
+        try:
+            socket.create_connection((host, parameters["api_port"]), timeout=3).close()
+            ports[host] = "open"
+        except OSError as err:
+            ports[host] = type(err).__name__
+    write_json(
+        "probe.json",
+        {"bare": [bare.status_code, bare.text[:300]],
+         "signed_is_api": "/image-tasks" in signed.text,
+         "ports": ports},
+    )
+"""
+
+
+def test_a_script_opens_both_stations_through_the_relay_and_only_the_relay(
+    stack, client_python, image_gateway
+):
+    w = stack
+    ref = f"dsgateway-test/client-python:dev@{client_python}"
+    for station in w.stations.values():
+        station.cli("approve", client_python, "--reason", "reviewed for the relay", "--by", "dana")
+    task = image_task(
+        w,
+        ref,
+        RELAY_SCRIPT,
+        relay=True,
+        parameters={"script": "analysis.py", "tables": {"D": TABLE}, "api_port": w.api_port},
+    )
+    runs = finished_runs(w, task["id"])
+    # Both stations answered (here they serve the same rows): the pooled figures are
+    # those of both stations' rows together, whichever station's run computed them.
+    ages = pd.read_parquet(image_gateway.data_dir / f"{TABLE}.parquet")["age"]
+    pooled = pd.concat([ages, ages])
+    for name, run in runs.items():
+        assert run["status"] == "completed", (run["message"], run["log"])
+        outputs = {o["name"]: o["content"] for o in run["result"]["outputs"]}
+        assert outputs["pooled.json"]["stations"] == ["node-a", "node-b"]
+        assert outputs["pooled.json"]["n_valid"] == int(pooled.notna().sum())
+        assert outputs["pooled.json"]["mean"] == pytest.approx(float(pooled.mean()), rel=1e-10)
+        # The coordinator's API is not there: the relay answers its own refusal, a signed
+        # call goes to a station's gateway, and the API's port is closed everywhere.
+        probe = outputs["probe.json"]
+        assert probe["bare"][0] == 401 and "Send a relay token" in probe["bare"][1]
+        assert probe["signed_is_api"] is False
+        assert set(probe["ports"].values()) <= {"ConnectionRefusedError", "TimeoutError"}
+        ran = [
+            e for e in w.stations[name].audit_lines("image_run") if e["run"] == str(run["run_id"])
+        ]
+        assert ran[0]["stations"] == ["node-a", "node-b"]
+
+    # The relay carried alice's calls to each node, and audited them.
+    def relayed():  # written by the relay's audit thread, soon after each call
+        calls = central_audit(w, "relay.call")
+        return {d["path"] for actor, _, d in calls if actor == "alice"} >= {"/execute"}
+
+    until(relayed, 30, "the relay's audit of alice's calls")
+
+
+def test_output_the_disclosure_check_refuses_never_leaves(stack, probe_image):
+    w = stack
+    a = w.stations["node-a"]
+    a.cli("approve", probe_image, "--reason", "probe for disclosure", "--by", "dana")
+    cases = [
+        (
+            "open('/output/counts.csv', 'w').write('sex,n\\nfemale,12\\nmale,3\\n')\n",
+            "counts.csv: the table, column 'n' holds the count 3, under the minimum of 5",
+        ),
+        (
+            "import json\n"
+            "json.dump([{'age': a} for a in range(150)], open('/output/rows.json', 'w'))\n",
+            "rows.json: the JSON value has 150 rows, more than the limit of 100",
+        ),
+    ]
+    for script, reason in cases:
+        task = image_task(
+            w,
+            f"dsgateway-test/probe:dev@{probe_image}",
+            script,
+            PROBE,
+            node_ids=[w.node_ids["node-a"]],
+        )
+        run = finished_runs(w, task["id"])["node-a"]
+        assert run["status"] == "failed" and run["result"] is None
+        assert run["message"].startswith(f"Blocked by disclosure check at the node: {reason}")
+        assert "Merge small groups" in run["message"] or "not rows" in run["message"]
+        logged = [e for e in a.audit_lines("image_run") if e["run"] == str(run["run_id"])]
+        assert [(e["outcome"], e["status"], e["bytes"]) for e in logged] == [
+            ("blocked", "failed", 0)
+        ]
+        assert "Blocked by disclosure check" in logged[0]["message"]
+        central = [d for _, _, d in central_audit(w, "run.result") if d["status"] == "failed"]
+        assert any(reason in d["message"] for d in central)
