@@ -6,9 +6,6 @@ session (its cookie, its R symbols, held at the node) carries on through the rel
 
 from __future__ import annotations
 
-import statistics
-import time
-
 import pytest
 
 from tests.functional.conftest import Armadillo
@@ -51,27 +48,14 @@ def test_a_relayed_session_survives_a_coordinator_restart(stack):
     assert relayed_bytes == _dims(direct)
     assert unserialize(relayed_bytes)[:2] == [500, 11]  # the station's data, seed 1
 
-    # The relay's overhead on an aggregate round trip (execute + lastresult), every part
-    # its own process, both measured in the same run.
-    def sync_dims(client):  # one call: execute without async answers the value
-        r = client.post("/execute", data='dimDS("D")', headers=TEXT)
-        assert r.status_code == 200, r.text
-        return r.content
-
-    for label, call in (("async (execute + lastresult)", _dims), ("sync (execute)", sync_dims)):
-        times: dict[str, list[float]] = {"relayed": [], "direct": []}
-        for _ in range(40):
-            for name, client in (("relayed", via), ("direct", direct)):
-                started = time.perf_counter()
-                call(client)
-                times[name].append((time.perf_counter() - started) * 1000)
-        median = {name: statistics.median(t) for name, t in times.items()}
-        overhead = median["relayed"] - median["direct"]
-        print(
-            f"processes, aggregate round trip {label}: direct {median['direct']:.1f} ms, "
-            f"relayed {median['relayed']:.1f} ms, overhead {overhead:.1f} ms"
-        )
-        assert overhead < 50, median  # loose: shared machines
+    # A synchronous execute answers the value itself, relayed as directly. (The relay's
+    # added time is a figure of `make bench`, not a test threshold.)
+    sync = {
+        name: client.post("/execute", data='dimDS("D")', headers=TEXT)
+        for name, client in (("relayed", via), ("direct", direct))
+    }
+    assert sync["relayed"].status_code == sync["direct"].status_code == 200
+    assert sync["relayed"].content == sync["direct"].content == relayed_bytes
 
     stack.kill_coordinator()
     stack.start_coordinator()
