@@ -538,3 +538,28 @@ def test_output_the_disclosure_check_refuses_never_leaves(stack, probe_image):
         assert "Blocked by disclosure check" in logged[0]["message"]
         central = [d for _, _, d in central_audit(w, "run.result") if d["status"] == "failed"]
         assert any(reason in d["message"] for d in central)
+
+
+R_RELAY_SCRIPT = """
+    at <- lapply(stations, function(s) dsg_aggregate("meanDS(D$age)", station = s))
+    n <- sum(vapply(at, function(m) m$Nvalid, 0))
+    total <- sum(vapply(at, function(m) m$EstimatedMean * m$Nvalid, 0))
+    write_json("pooled.json", list(stations = stations, n_valid = n, mean = total / n))
+"""
+
+
+def test_an_r_script_opens_every_station_through_the_relay(stack, client_r, image_gateway):
+    w = stack
+    for station in w.stations.values():
+        station.cli("approve", client_r, "--reason", "R runner reviewed", "--by", "dana")
+    task = image_task(
+        w, f"dsgateway-test/client-r:dev@{client_r}", R_RELAY_SCRIPT, "analysis.R", relay=True
+    )
+    ages = pd.read_parquet(image_gateway.data_dir / f"{TABLE}.parquet")["age"]
+    pooled = pd.concat([ages, ages])
+    for run in finished_runs(w, task["id"]).values():
+        assert run["status"] == "completed", (run["message"], run["log"])
+        out = {o["name"]: o["content"] for o in run["result"]["outputs"]}["pooled.json"]
+        assert out["stations"] == ["node-a", "node-b"]
+        assert out["n_valid"] == int(pooled.notna().sum())
+        assert out["mean"] == pytest.approx(float(pooled.mean()), rel=1e-10)
