@@ -135,3 +135,68 @@ export function toCsv(task, value) {
   }
   return rows.map((r) => r.map(csvCell).join(",")).join("\n") + "\n";
 }
+
+// ------------------------------------------------------------ an image run's outputs
+
+// A small CSV reader (quotes, doubled quotes, CRLF): the runner checked the file parses.
+export function parseCsv(text) {
+  const rows = [];
+  let row = [];
+  let cell = "";
+  let quoted = false;
+  for (let i = 0; i < text.length; i += 1) {
+    const c = text[i];
+    if (quoted) {
+      if (c === '"' && text[i + 1] === '"') {
+        cell += '"';
+        i += 1;
+      } else if (c === '"') quoted = false;
+      else cell += c;
+    } else if (c === '"') quoted = true;
+    else if (c === ",") {
+      row.push(cell);
+      cell = "";
+    } else if (c === "\n" || c === "\r") {
+      if (c === "\r" && text[i + 1] === "\n") i += 1;
+      row.push(cell);
+      rows.push(row);
+      row = [];
+      cell = "";
+    } else cell += c;
+  }
+  if (cell !== "" || row.length) rows.push([...row, cell]);
+  return rows;
+}
+
+const isScalar = (v) => v === null || ["string", "number", "boolean"].includes(typeof v);
+
+// One output file as the researcher reads it: a JSON object of plain values as a table
+// of names and values, other JSON as JSON, a CSV as a table, a PNG as an image.
+export function outputView(file, station) {
+  const label = `${file.name} from ${station}`;
+  if (file.type === "application/json") {
+    const v = file.content;
+    if (v && typeof v === "object" && !Array.isArray(v) && Object.values(v).every(isScalar)) {
+      return table(["Name", "Value"], Object.entries(v).map(([k, x]) => [k, x === null ? "—" : String(x)]), label);
+    }
+    return jsonBlock(v);
+  }
+  if (file.type === "text/csv") {
+    const [head = [], ...rows] = parseCsv(file.content || "");
+    return table(head, rows, label);
+  }
+  if (file.type === "image/png") {
+    return h("img", { src: `data:image/png;base64,${file.content}`, alt: label, class: "output-image" });
+  }
+  return jsonBlock(file.content);
+}
+
+// The bytes of an output file, for its download.
+export function outputBlob(file) {
+  if (file.type === "image/png") {
+    const bin = atob(file.content);
+    return new Blob([Uint8Array.from(bin, (c) => c.charCodeAt(0))], { type: file.type });
+  }
+  const text = file.type === "application/json" ? JSON.stringify(file.content, null, 2) : String(file.content);
+  return new Blob([text], { type: file.type });
+}

@@ -57,6 +57,12 @@ function decide(node, entry, decision) {
   });
 }
 
+function decidedText(entry, queued) {
+  const done = entry.decided_by ? `${entry.decided_by}, ${fmtTime(entry.decided_at)}${entry.reason ? `: ${entry.reason}` : ""}` : "";
+  const waiting = queued ? `${queued.decision} queued (${queued.reason}); the station applies it on its next sync` : "";
+  return [done, waiting].filter(Boolean).join(" — ") || "—";
+}
+
 function actions(node, entry, reload) {
   const btn = (label, decision, cls) =>
     h("button", {
@@ -85,6 +91,14 @@ async function load() {
       }
       throw err;
     }
+    // Decisions made here wait for the station's next sync: said next to the image.
+    let queued = new Map();
+    try {
+      const decisions = await get(`/nodes/${node.id}/images/decisions`);
+      queued = new Map(decisions.filter((d) => d.status === "queued").map((d) => [d.digest, d]));
+    } catch (err) {
+      if (!(err instanceof ApiError) || err.status !== 404) throw err;
+    }
     const shown = list.filter((e) => !state || e.state === state);
     sections.push(
       h(
@@ -95,13 +109,14 @@ async function load() {
           ? table(
               ["Image", "Digest", "State", "Asked by", "For collaboration", "Description", "Decided", "Action"],
               shown.map((e) => [
-                e.image || "—",
+                // The digest has its own column: the name alone keeps the table on a laptop screen.
+                e.image ? h("span", { class: "ref" }, e.image.split("@")[0]) : "—",
                 h("code", { title: e.digest }, `${e.digest.slice(0, 19)}…`),
                 badge(e.state),
                 e.requested_by || "—",
                 e.requested_collaboration_id ? collabName.get(e.requested_collaboration_id) || `#${e.requested_collaboration_id}` : "—",
                 Object.entries(e.labels || {}).map(([k, v]) => `${k}: ${v}`).join("; ") || "—",
-                e.decided_by ? `${e.decided_by}, ${fmtTime(e.decided_at)}${e.reason ? `: ${e.reason}` : ""}` : "—",
+                decidedText(e, queued.get(e.digest)),
                 actions(node, e, load),
               ]),
             )

@@ -1,6 +1,6 @@
 import { ApiError, get, post, query } from "../api.js";
 import { initShell, run } from "../shell.js";
-import { render, toCsv } from "../results.js";
+import { outputBlob, outputView, render, toCsv } from "../results.js";
 import { $, badge, confirmAction, download, fmtTime, h, pageError, replace, table } from "../ui.js";
 
 const id = Number(document.querySelector("main").dataset.id);
@@ -47,6 +47,32 @@ function runsTable(runs, nodeName) {
   );
 }
 
+// Each completed image run's output files, per station, with a download for each.
+function outputsView(runs, nodeName) {
+  return runs
+    .filter((r) => r.result && Array.isArray(r.result.outputs))
+    .map((r) => {
+      const station = r.node_name || nodeName(r.node_id);
+      const files = r.result.outputs;
+      return h(
+        "section",
+        { class: "run-outputs", "aria-label": `Outputs from ${station}` },
+        h("h3", {}, station),
+        files.length
+          ? files.map((f) =>
+              h(
+                "div",
+                { class: "output-file" },
+                h("h4", {}, `${f.name} `, h("span", { class: "hint" }, `(${f.type}, ${f.size} bytes)`)),
+                outputView(f, station),
+                h("p", {}, h("button", { type: "button", class: "secondary small", onclick: () => download(`${station}-${f.name}`, outputBlob(f), f.type) }, `Download ${f.name}`)),
+              ),
+            )
+          : h("p", { class: "empty" }, "The run wrote no output files."),
+      );
+    });
+}
+
 run(async () => {
   const { me } = await initShell();
   let task = await get(`/tasks/${id}`);
@@ -90,16 +116,26 @@ run(async () => {
       throw err;
     }
     $("#result-section").hidden = false;
-    replace("#result", render(task, result.value, nodeName));
+    // An image task's result is its runs' outputs, already shown per station above.
+    replace("#result", isImage ? h("p", { class: "hint" }, "Each station's output files are shown under Outputs; the download holds them all.") : render(task, result.value, nodeName));
     const base = `task-${id}-result`;
     $("#download-json").onclick = () => download(`${base}.json`, JSON.stringify(result.value, null, 2), "application/json");
     $("#download-csv").onclick = () => download(`${base}.csv`, toCsv(task, result.value), "text/csv");
   }
 
+  let shownOutputs = ""; // which runs' outputs are on the page: redrawn only on a change
   async function refresh() {
     const runs = await runsNow();
     replace("#summary", summary(task, collab));
     replace("#runs", runsTable(runs, nodeName));
+    if (isImage) {
+      const done = runs.filter((r) => r.result && Array.isArray(r.result.outputs)).map((r) => r.run_id).join(",");
+      if (done && done !== shownOutputs) {
+        shownOutputs = done;
+        $("#outputs-section").hidden = false;
+        replace("#outputs", outputsView(runs, nodeName));
+      }
+    }
     cancel.hidden = FINAL.has(task.status) || task.creator_id !== me.id;
     const counts = Object.entries(task.runs || {}).map(([s, n]) => `${n} ${s}`).join(", ");
     $("#live").textContent = FINAL.has(task.status)

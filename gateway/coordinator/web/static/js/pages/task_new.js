@@ -4,6 +4,9 @@ import { $, $$, clearErrors, empty, fieldError, formValues, h, replace, showApiE
 
 const form = $("#task-form");
 let images = []; // what GET /collaborations/<id>/images answered, [] when unavailable
+const OTHER = "other"; // the image select's choice for a reference typed by hand
+const PINNED = /^(?:[^\s@]+@)?sha256:[0-9a-f]{64}$/;
+const TABLE_LINE = /^([A-Za-z.][A-Za-z0-9._]*)\s*=\s*(\S+)$/;
 
 function showFieldsets() {
   const algorithm = form.algorithm.value;
@@ -12,6 +15,20 @@ function showFieldsets() {
     fs.hidden = !on;
     fs.disabled = !on;
   }
+  showImageRef();
+}
+
+// The reference field is for an image the stations do not know yet.
+function showImageRef() {
+  const on = form.image.value === OTHER;
+  $("#image-ref-field").hidden = !on;
+  form.image_ref.disabled = !on;
+}
+
+// Where an image may run, in words: "approved at node-a; rejected at node-b".
+function whereItRuns(img) {
+  const ok = img.nodes.filter((n) => n.may_run).map((n) => n.node_name);
+  return ok.length ? `may run at ${ok.join(", ")}` : "approved at no station yet";
 }
 
 async function loadStations(orgName) {
@@ -46,19 +63,26 @@ async function loadStations(orgName) {
   } catch (err) {
     if (!(err instanceof ApiError) || err.status !== 404) throw err;
   }
-  replace(
-    select,
-    images.length
-      ? images.map((img) => {
-          const ok = img.nodes.filter((n) => n.may_run).length;
-          return h(
-            "option",
-            { value: img.digest },
-            `${img.image || "(no name)"} ${img.digest.slice(0, 19)}… — approved at ${ok} of ${img.nodes.length}`,
-          );
-        })
-      : [h("option", { value: "" }, "No images known at these stations")],
-  );
+  // Approved images first: they are what a researcher can run.
+  const ordered = [...images].sort((a, b) => b.nodes.filter((n) => n.may_run).length - a.nodes.filter((n) => n.may_run).length);
+  replace(select, [
+    ...ordered.map((img) =>
+      h("option", { value: img.digest }, `${img.image || "(no name)"} ${img.digest.slice(0, 19)}… — ${whereItRuns(img)}`),
+    ),
+    h("option", { value: OTHER }, "Another image (give its reference)"),
+  ]);
+  showImageRef();
+}
+
+// "D = demo/cohort/patients" lines -> {D: "demo/cohort/patients"}; null if a line is wrong.
+function parseTables(text) {
+  const tables = {};
+  for (const line of (text || "").split("\n").map((l) => l.trim()).filter(Boolean)) {
+    const m = TABLE_LINE.exec(line);
+    if (!m) return null;
+    tables[m[1]] = m[2];
+  }
+  return tables;
 }
 
 // Checks in the browser what the API would refuse anyway, to put the message next to
@@ -78,7 +102,11 @@ function validate(values) {
     if (!(values.expressions || "").trim()) problems.expressions = ["Give at least one expression."];
   }
   if (algorithm === "image") {
-    if (!values.image) problems.image = ["Choose an approved image."];
+    if (!values.image) problems.image = ["Choose an image."];
+    if (values.image === OTHER && !PINNED.test(values.image_ref || "")) {
+      problems.image_ref = ["Give the image with its digest, e.g. registry.example/team/analysis:1.0@sha256:<64 hex digits>."];
+    }
+    if (parseTables(values.tables) === null) problems.tables = ["One table per line, as symbol = table, e.g. D = demo/cohort/patients."];
     if (!values.script) problems.script = ["Write the script the image runs."];
     if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(values.script_name || "")) {
       problems.script_name = ["Letters, digits, '.', '_', '-'; e.g. analysis.py."];
@@ -106,10 +134,16 @@ function request(values) {
   if (values.timeout) body.timeout = Number(values.timeout);
   const algorithm = values.algorithm;
   if (algorithm === "image") {
-    const img = images.find((i) => i.digest === values.image);
-    body.image = img && img.image && !img.image.startsWith("sha256:") ? `${img.image.split("@")[0]}@${img.digest}` : values.image;
+    if (values.image === OTHER) {
+      body.image = values.image_ref;
+    } else {
+      const img = images.find((i) => i.digest === values.image);
+      body.image = img && img.image && !img.image.startsWith("sha256:") ? `${img.image.split("@")[0]}@${img.digest}` : values.image;
+    }
     body.files = { [values.script_name]: values.script };
     body.parameters = { script: values.script_name };
+    const tables = parseTables(values.tables);
+    if (tables && Object.keys(tables).length) body.parameters.tables = tables;
     return ["/image-tasks", body];
   }
   body.algorithm = algorithm;
@@ -151,6 +185,7 @@ run(async () => {
   if (wanted && mine.some((c) => String(c.id) === wanted)) form.collaboration_id.value = wanted;
   form.collaboration_id.addEventListener("change", () => loadStations(orgName));
   form.algorithm.addEventListener("change", showFieldsets);
+  form.image.addEventListener("change", showImageRef);
   showFieldsets();
   await loadStations(orgName);
   form.addEventListener("submit", async (event) => {
@@ -167,7 +202,12 @@ run(async () => {
       const task = await post(path, body);
       location.assign(`/console/tasks/${task.id}`);
     } catch (err) {
-      const map = { parameters: parameterErrors, files: "script", input: "script" };
+      const map = {
+        parameters: parameterErrors,
+        files: "script",
+        input: "tables",
+        image: form.image.value === OTHER ? "image_ref" : "image",
+      };
       showApiError(form, err, map);
     }
   });
