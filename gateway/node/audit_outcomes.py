@@ -42,7 +42,7 @@ OUTCOME_HEADER = "X-DSGateway-Outcome"
 
 # What a disclosure control's message says (dsBase's words, kept by dsGatewayBase).
 _DISCLOSURE = re.compile(
-    r"disclos|nfilter|privacy|too (few|small|many)|invalid.*(count|cell)"
+    r"disclos|nfilter|privacy|filter threshold|too (few|small|many)|invalid.*(count|cell)"
     r"|^k must be greater than or equal to|'noise' must be greater than or equal to",
     re.IGNORECASE,
 )

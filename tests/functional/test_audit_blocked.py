@@ -94,3 +94,46 @@ def test_how_messages_are_told_apart():
     assert returned_refusal("Subsetting undertaken without problems") is None
     assert returned_refusal("too small a sample is a fine answer") is None
     assert returned_refusal(None) is None
+
+
+def test_the_r_side_picks_the_refusal_of_each_returned_form():
+    """R_REFUSAL on dsBase's returned refusals (glmDS2's flag, covDS's message) and on
+    values that are none, then `returned_refusal`'s verdict."""
+    import shutil
+    import subprocess
+
+    from gateway.node.audit_outcomes import R_REFUSAL
+
+    cases = {
+        "glm": 'list(info.matrix = NA, disclosure.risk = 1, errorMessage2 = c("ERROR: y vector'
+        ' is binary", "MODEL FAILED"))',
+        "glm_ok": 'list(info.matrix = diag(2), disclosure.risk = 0, errorMessage2 = "No errors")',
+        "cov": 'list(sums = NA, errorMessage = "ERROR: at least one variable is binary with one'
+        ' category less than the filter threshold for table cell size")',
+        "cov_ok": "list(sums = 1, errorMessage = NA)",
+        "mean": "list(EstimatedMean = 2, ValidityMessage = 'VALID ANALYSIS')",
+        "number": "42",
+    }
+    code = f"refusal <- {R_REFUSAL}\n" + "".join(
+        f'cat("{name}", refusal({expr}), sep = "\\t"); cat("\\n")\n' for name, expr in cases.items()
+    )
+    done = subprocess.run(
+        [shutil.which("Rscript") or "Rscript", "--vanilla", "-e", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    picked = dict(line.split("\t", 1) for line in done.stdout.splitlines())
+    verdicts = {
+        name: returned_refusal(None if text == "NA" else text) for name, text in picked.items()
+    }
+    assert verdicts == {
+        "glm": "ERROR: y vector is binary; MODEL FAILED",
+        "glm_ok": None,
+        "cov": "ERROR: at least one variable is binary with one category less than the filter "
+        "threshold for table cell size",
+        "cov_ok": None,
+        "mean": None,
+        "number": None,
+    }
