@@ -154,16 +154,22 @@ class CoordinatorClient:
         files: dict[str, str] | None = None,
         parameters: Any = None,
         nodes: list[int] | None = None,
+        stations: list[int] | None = None,
         **options: Any,
     ) -> dict:
         """POST /image-tasks: ``image`` pinned by digest (``name@sha256:...``), ``files``
-        put in the container's /input, ``parameters`` as /input/parameters.json;
-        ``options``: ``name``, ``timeout``, ``run_timeout`` (docs/client-images.md).
+        put in the container's /input, ``parameters`` as /input/parameters.json, run at
+        ``nodes`` (default every node of the collaboration); ``stations``: node ids the
+        script opens through the relay (implies ``relay``), e.g. ``nodes=[1],
+        stations=[1, 2]`` runs it once, at node 1, over both; ``options``: ``name``,
+        ``timeout``, ``run_timeout``, ``relay`` (docs/client-images.md).
         Follow it with ``image_runs(task_id)``."""
         body: dict[str, Any] = {"collaboration_id": collaboration_id, "image": image}
         body.update(files=files or {}, parameters=parameters, **options)
         if nodes is not None:
             body["node_ids"] = list(nodes)
+        if stations is not None:
+            body["stations"] = list(stations)
         return self._request("POST", "/image-tasks", json=body)
 
     def image_runs(self, task_id: int) -> list[dict]:

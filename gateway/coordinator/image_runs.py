@@ -7,9 +7,12 @@ Going out (`image_work_fields`, merged into the node's work item by node_link):
   that take run tokens from the coordinator (`images.tokens_from: coordinator`); the
   node's gateway verifies it as it verifies any relayed call;
 - for a task that asked for the relay (`parameters.relay`): `relay_stations`, a relay
-  token per target node (scoped to that node and the task's collaboration), or
-  `relay_error` saying why there are none. Tokens expire with the task's deadline or
-  after RELAY_TOKEN_TTL, whichever is first.
+  token per station the task names (`parameters.stations`; tasks made before it
+  existed: the target nodes), each scoped to that node and the task's collaboration, or
+  `relay_error` saying why there are none. A station that is not (or no longer) a node
+  of the task's collaboration gets no token and the run none at all: a token carries
+  its node's collaboration, so minting one would open another collaboration's data.
+  Tokens expire with the task's deadline or after RELAY_TOKEN_TTL, whichever is first.
 
 Coming back (`disclosure_gate`, called by runs.finish_run): a completed image run's
 output files are checked again with the coordinator's rules; a refused one is stored
@@ -25,9 +28,15 @@ from flask import current_app, has_app_context
 from sqlalchemy import select
 
 from gateway.agent.images.disclosure import DisclosureRefused, DisclosureRules, check_outputs
-from gateway.coordinator.models import Node, Run, utcnow
+from gateway.coordinator.models import Node, Run, Task, utcnow
 
-__all__ = ["IMAGE_ALGORITHM", "disclosure_gate", "disclosure_rules", "image_work_fields"]
+__all__ = [
+    "IMAGE_ALGORITHM",
+    "disclosure_gate",
+    "disclosure_rules",
+    "image_work_fields",
+    "relay_station_ids",
+]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +49,16 @@ def disclosure_rules(config: Any = None) -> DisclosureRules:
     parse stop the coordinator at start (config.load_settings checks them)."""
     config = current_app.config if config is None else config
     return DisclosureRules.from_dict(config.get("IMAGE_DISCLOSURE") or {})
+
+
+def relay_station_ids(task: Task) -> list[int] | None:
+    """The node ids a run of `task` reaches through the relay; None without the relay.
+    A task made before `stations` existed reaches its target nodes."""
+    parameters = task.parameters or {}
+    if parameters.get("relay") is not True:
+        return None
+    stations = parameters.get("stations")
+    return list(stations if stations is not None else task.target_node_ids or [])
 
 
 def image_work_fields(run: Run) -> dict[str, Any]:
@@ -66,12 +85,24 @@ def image_work_fields(run: Run) -> dict[str, Any]:
     expires = min(task.deadline, utcnow() + _ttl()) if task.deadline else None
     out["gateway_token"] = tokens.relay_token(creator, run.node, expires_at=expires)
     if wants_relay:
+        wanted = relay_station_ids(task) or []
         nodes = db.session().execute(
-            select(Node).where(Node.id.in_(task.target_node_ids or [])).order_by(Node.id)
+            select(Node)
+            .where(Node.id.in_(wanted), Node.collaboration_id == task.collaboration_id)
+            .order_by(Node.id)
         )
+        found = list(nodes.scalars())
+        strangers = sorted(set(wanted) - {n.id for n in found})
+        if strangers or not found:  # fail closed: no tokens rather than some
+            out["relay_error"] = (
+                f"the stations {strangers} are not nodes of the task's collaboration"
+                if strangers
+                else "the task names no stations"
+            )
+            return out
         out["relay_stations"] = [
             {"name": n.name, "node_id": n.id, "token": tokens.relay_token(creator, n, expires)}
-            for n in nodes.scalars()
+            for n in found
         ]
     return out
 

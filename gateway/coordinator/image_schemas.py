@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from gateway.agent.images.contract import FILE_NAME_PATTERN, PARAMETERS_FILE
 from gateway.agent.images.references import DIGEST_PATTERN, InvalidReference, parse_reference
-from gateway.coordinator.image_runs import IMAGE_ALGORITHM
+from gateway.coordinator.image_runs import IMAGE_ALGORITHM, relay_station_ids
 from gateway.coordinator.models import IMAGE_DECISIONS, IMAGE_PHASES, IMAGE_STATES
 from gateway.coordinator.schemas import NODE_RESULT_STATUSES, RunFields
 
@@ -68,6 +68,23 @@ class _ImageInput(Schema):
             raise ValidationError(f"{PARAMETERS_FILE} is made from `parameters`.", "files")
 
 
+_STATIONS_WITHOUT_RELAY = (
+    "Stations are reached through the relay: leave `relay` out or set it to true."
+)
+
+
+def _stations_field(description: str) -> fields.List:
+    return fields.List(
+        fields.Int(validate=_id),
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(
+            min=1, error="Name at least one station, or leave `stations` out."
+        ),
+        metadata={"description": description},
+    )
+
+
 class ImageTaskIn(_ImageInput):
     name = fields.Str(load_default="", validate=validate.Length(max=256))
     collaboration_id = fields.Int(required=True, validate=_id)
@@ -95,11 +112,32 @@ class ImageTaskIn(_ImageInput):
     relay = fields.Bool(
         load_default=False,
         metadata={
-            "description": "The script opens every target station through the "
-            "coordinator's relay (multi-node scripts): each run gets a relay token per "
-            "target node, and the node's proxy a second, fixed port to the relay."
+            "description": "The script opens stations through the coordinator's relay "
+            "(multi-node scripts): each run gets a relay token per station (`stations`, "
+            "default the target nodes), and the node's proxy a second, fixed port to the "
+            "relay."
         },
     )
+    stations = _stations_field(
+        "Node ids of the collaboration the script reaches through the relay (implies "
+        "`relay`; default with `relay`: the target nodes). E.g. `node_ids: [1]`, "
+        "`stations: [1, 2]`: the script runs once, at node 1, over both stations."
+    )
+
+    @validates_schema(pass_original=True)
+    def _check_stations(self, data, original, **_kw):
+        if (
+            data.get("stations") is not None
+            and isinstance(original, dict)
+            and original.get("relay") is False
+        ):
+            raise ValidationError(_STATIONS_WITHOUT_RELAY, "stations")
+
+    @post_load
+    def _stations_imply_relay(self, data, **_kw):
+        if data.get("stations") is not None:
+            data["relay"] = True
+        return data
 
 
 class _StoredParameters(_ImageInput):
@@ -109,6 +147,14 @@ class _StoredParameters(_ImageInput):
     input = fields.Raw(load_default=None, allow_none=True)
     timeout = fields.Int(load_default=None, allow_none=True, validate=validate.Range(min=1))
     relay = fields.Bool(load_default=False)
+    stations = _stations_field("The stations reached through the relay (with `relay`).")
+
+    @validates_schema
+    def _check_stations(self, data, **_kw):
+        if data.get("stations") is not None and data.get("relay") is not True:
+            raise ValidationError(
+                "Stations are reached through the relay: `relay: true`.", "stations"
+            )
 
 
 def _input_size(files: dict[str, str], parameters: Any) -> int:
@@ -127,6 +173,8 @@ def image_task_parameters(raw: dict[str, Any]) -> dict[str, Any]:
     if _input_size(data["files"], data["input"]) > INPUT_LIMIT:
         raise ValidationError({"files": [f"Files and parameters exceed {INPUT_LIMIT} bytes."]})
     data["digest"] = digest
+    if data["stations"] is not None:  # one token per station: each named once, in order
+        data["stations"] = sorted(set(data["stations"]))
     return data
 
 
@@ -139,6 +187,11 @@ class ImageTaskOut(Schema):
     image = fields.Function(lambda t: (t.parameters or {}).get("image"))
     digest = fields.Function(lambda t: (t.parameters or {}).get("digest"))
     node_ids = fields.List(fields.Int(), attribute="target_node_ids")
+    relay = fields.Function(lambda t: (t.parameters or {}).get("relay") is True)
+    stations = fields.Function(
+        relay_station_ids,
+        metadata={"description": "Node ids each run reaches through the relay (null: no relay)."},
+    )
     status = fields.Str(required=True)
     message = fields.Str()
     created_at = fields.DateTime()

@@ -68,14 +68,35 @@ _STATE_ACTIONS = {
 }
 
 
-def checked_image_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
-    """For POST /tasks with algorithm "image": the same checks as POST /image-tasks."""
+def checked_image_parameters(
+    parameters: dict[str, Any], collab: Collaboration, targets: list[int]
+) -> dict[str, Any]:
+    """For POST /tasks with algorithm "image": the same checks as POST /image-tasks,
+    messages under `parameters`; the relay's stations resolved (`resolve_stations`)."""
     try:
-        return image_task_parameters(parameters)
+        return resolve_stations(image_task_parameters(parameters), collab, targets)
     except ValidationError as err:
         raise BadRequest(
             "Invalid request body.", errors={"parameters": err.normalized_messages()}
         ) from None
+
+
+def resolve_stations(
+    parameters: dict[str, Any], collab: Collaboration, targets: list[int]
+) -> dict[str, Any]:
+    """`parameters` with `stations` resolved: for a relay task the node ids it names,
+    each a node of `collab` (else ValidationError naming the others), by default the
+    target nodes; None without the relay. Callers check the user's role in `collab`
+    first, so the answer tells an outsider nothing of another collaboration's nodes."""
+    if not parameters["relay"]:
+        return {**parameters, "stations": None}
+    if parameters["stations"] is None:
+        return {**parameters, "stations": list(targets)}
+    nodes = {n.id for n in collab.nodes}
+    strangers = [n for n in parameters["stations"] if n not in nodes]
+    if strangers:
+        raise ValidationError({"stations": [f"Not nodes of this collaboration: {strangers}"]})
+    return parameters
 
 
 # ------------------------------------------------------------------ image tasks
@@ -107,15 +128,23 @@ def create_image_task(body):
         )
     if not targets:
         raise BadRequest("The collaboration has no nodes to run the task on.")
-    parameters = checked_image_parameters(
-        {
-            "image": body["image"],
-            "files": body["files"],
-            "input": body["parameters"],
-            "timeout": body["run_timeout"],
-            "relay": body["relay"],
-        }
-    )
+    try:
+        parameters = resolve_stations(
+            image_task_parameters(
+                {
+                    "image": body["image"],
+                    "files": body["files"],
+                    "input": body["parameters"],
+                    "timeout": body["run_timeout"],
+                    "relay": body["relay"],
+                    "stations": body["stations"],
+                }
+            ),
+            collab,
+            targets,
+        )
+    except ValidationError as err:  # the body's own fields: its stations, its size
+        raise BadRequest("Invalid request body.", errors=err.normalized_messages()) from None
     if body["relay"] and services().tokens.relay_key is None:
         # Fail closed and early: without a signing key no node could open the others.
         raise BadRequest(
@@ -149,6 +178,7 @@ def create_image_task(body):
             "digest": parameters["digest"],
             "nodes": targets,
             "relay": parameters["relay"],
+            "stations": parameters["stations"],
         },
     )
     db.commit()

@@ -84,7 +84,7 @@ def create_task(body):
     if body["algorithm"] == "image":  # pinned by digest, as POST /image-tasks checks
         from gateway.coordinator.api.images import checked_image_parameters
 
-        body["parameters"] = checked_image_parameters(body["parameters"])
+        body["parameters"] = checked_image_parameters(body["parameters"], collab, targets)
     timeout = body["timeout"] or int(current_app.config["TASK_DEFAULT_TIMEOUT"])
     now = utcnow()
     task = Task(

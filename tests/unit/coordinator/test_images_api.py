@@ -45,6 +45,7 @@ def test_image_tasks_are_pinned_by_digest_and_followed_per_node(fed, client):
     task = r.json
     assert (task["kind"], task["digest"], task["image"]) == ("image", DIGEST, IMAGE)
     assert task["node_ids"] == [fed.node_a, fed.node_b]
+    assert (task["relay"], task["stations"]) == (False, None)
 
     runs = client.get(f"/api/tasks/{task['id']}/image-runs", headers=alice).json
     assert [(r["node_name"], r["status"]) for r in runs] == [("node-a", "pending")] * 1 + [
@@ -65,6 +66,7 @@ def test_image_tasks_are_pinned_by_digest_and_followed_per_node(fed, client):
         "input": {"script": "analysis.py"},
         "timeout": 60,
         "relay": False,
+        "stations": None,
     }
     a, b = items["node-a"]["run_id"], items["node-b"]["run_id"]
     r = client.post(
@@ -241,7 +243,9 @@ def test_image_work_items_carry_relay_tokens_scoped_to_node_and_deadline(fed, cl
 
     deadline = datetime.fromisoformat(task["deadline"].replace("Z", "+00:00")).timestamp()
     assert own["exp"] <= deadline + 1
-    # ... and one per target node for the relay, each scoped to its node.
+    # ... and, the task naming no stations, one per target node for the relay, each
+    # scoped to its node.
+    assert (r.json["relay"], r.json["stations"]) == (True, [fed.node_a, fed.node_b])
     stations = item["relay_stations"]
     assert [(s["name"], s["node_id"]) for s in stations] == [
         ("node-a", fed.node_a),
@@ -252,6 +256,112 @@ def test_image_work_items_carry_relay_tokens_scoped_to_node_and_deadline(fed, cl
         assert (claims["node"], claims["aud"]) == (station["node_id"], f"aud-{station['name']}")
         assert claims["collaboration"] == fed.study and claims["sub"] == "alice"
         assert claims["exp"] <= deadline + 1
+
+
+def test_stations_are_nodes_of_the_collaboration_named_once_with_the_relay(fed, client, app):
+    w = fed.world
+    alice = w.as_user("alice")
+    body = {"collaboration_id": fed.study, "image": IMAGE, "node_ids": [fed.node_a]}
+    bad = [
+        ({"stations": []}, "Name at least one station"),
+        ({"stations": [fed.node_b], "relay": False}, "reached through the relay"),
+        ({"stations": [fed.node_b, 999]}, "Not nodes of this collaboration: [999]"),
+        ({"stations": [fed.node_c]}, f"Not nodes of this collaboration: [{fed.node_c}]"),
+        ({"stations": ["node-b"]}, "Not a valid integer"),
+    ]
+    for extra, message in bad:
+        r = client.post("/api/image-tasks", json={**body, **extra}, headers=alice)
+        assert r.status_code == 400, (extra, r.json)
+        assert message in str(r.json["errors"]["stations"]), r.json
+    # POST /tasks with algorithm "image": the same checks, under `parameters`.
+    for parameters, message in [
+        ({"stations": [fed.node_b]}, "`relay: true`"),
+        ({"stations": [fed.node_c], "relay": True}, f"[{fed.node_c}]"),
+    ]:
+        r = client.post(
+            "/api/tasks",
+            json={
+                "collaboration_id": fed.study,
+                "algorithm": "image",
+                "node_ids": [fed.node_a],
+                "parameters": {"image": IMAGE, **parameters},
+            },
+            headers=alice,
+        )
+        assert r.status_code == 400, r.json
+        assert message in str(r.json["errors"]["parameters"]["stations"])
+    # carl, a researcher of the other collaboration, names his node in a study task: his
+    # role is checked first (the study is not his to see), and nothing of nodes is said.
+    r = client.post(
+        "/api/image-tasks", json={**body, "stations": [fed.node_c]}, headers=w.as_user("carl")
+    )
+    assert r.status_code == 404 and "stations" not in r.text
+    # ... and from his own collaboration, a node of the study is a stranger.
+    mine = {"collaboration_id": fed.other, "image": IMAGE, "stations": [fed.node_c, fed.node_a]}
+    r = client.post("/api/image-tasks", json=mine, headers=w.as_user("carl"))
+    assert r.status_code == 400
+    assert r.json["errors"]["stations"] == [f"Not nodes of this collaboration: [{fed.node_a}]"]
+    assert _events(app, "image_task.create") == []  # nothing was written
+
+
+def test_a_task_at_one_node_gets_relay_tokens_for_exactly_its_stations(fed, client, app):
+    w = fed.world
+    alice = w.as_user("alice")
+    body = {
+        "collaboration_id": fed.study,
+        "image": IMAGE,
+        "node_ids": [fed.node_a],
+        "stations": [fed.node_b, fed.node_a, fed.node_b],  # each station once, in order
+    }
+    r = client.post("/api/image-tasks", json=body, headers=alice)
+    assert r.status_code == 201, r.json
+    task = r.json
+    assert (task["node_ids"], task["relay"]) == ([fed.node_a], True)
+    assert task["stations"] == [fed.node_a, fed.node_b]
+    item = _take(client, w, "node-a")
+    assert item["parameters"]["relay"] is True
+    assert item["parameters"]["stations"] == [fed.node_a, fed.node_b]
+    got = [(s["name"], s["node_id"], _claims(s["token"])["node"]) for s in item["relay_stations"]]
+    assert got == [("node-a", fed.node_a, fed.node_a), ("node-b", fed.node_b, fed.node_b)]
+    # The run is node-a's alone: node-b runs nothing, it only answers relayed calls.
+    assert client.get("/api/node/work", headers=w.as_node("node-b")).json["work"] == []
+    runs = client.get(f"/api/tasks/{task['id']}/image-runs", headers=alice).json
+    assert [r["node_name"] for r in runs] == ["node-a"]
+
+    # Only the station named: node-a runs, with a token for node-b and none for itself.
+    body["stations"] = [fed.node_b]
+    task = client.post("/api/image-tasks", json=body, headers=alice).json
+    item = _take(client, w, "node-a")
+    assert [(s["name"], s["node_id"]) for s in item["relay_stations"]] == [("node-b", fed.node_b)]
+    created = _events(app, "image_task.create")
+    assert [(e["nodes"], e["relay"], e["stations"]) for e in created] == [
+        ([fed.node_a], True, [fed.node_a, fed.node_b]),
+        ([fed.node_a], True, [fed.node_b]),
+    ]
+    assert client.get(f"/api/tasks/{task['id']}", headers=alice).json["parameters"]["stations"] == [
+        fed.node_b
+    ]
+
+
+def test_no_relay_token_for_a_station_outside_the_tasks_collaboration(fed, client, app):
+    """Minting checks the stations again (a task stored by other means, a node moved):
+    a token carries its node's collaboration, so the run gets none rather than some."""
+    from gateway.coordinator import db
+    from gateway.coordinator.models import Task
+
+    w = fed.world
+    body = {"collaboration_id": fed.study, "image": IMAGE, "node_ids": [fed.node_a]}
+    body["stations"] = [fed.node_a, fed.node_b]
+    task = client.post("/api/image-tasks", json=body, headers=w.as_user("alice")).json
+    with app.app_context():
+        row = db.session().get(Task, task["id"])
+        row.parameters = {**row.parameters, "stations": [fed.node_a, fed.node_c]}
+        db.commit()
+    item = _take(client, w, "node-a")
+    assert "relay_stations" not in item
+    assert item["relay_error"] == (
+        f"the stations [{fed.node_c}] are not nodes of the task's collaboration"
+    )
 
 
 def test_a_relay_task_needs_a_relay_signing_key(fed, client, app):
