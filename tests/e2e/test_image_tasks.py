@@ -29,6 +29,7 @@ import pandas as pd
 import pytest
 import requests
 from click.testing import CliRunner
+from sqlalchemy import func
 
 from gateway.agent.agent import Agent
 from gateway.agent.config import AgentConfig
@@ -563,3 +564,71 @@ def test_an_r_script_opens_every_station_through_the_relay(stack, client_r, imag
         assert out["stations"] == ["node-a", "node-b"]
         assert out["n_valid"] == int(pooled.notna().sum())
         assert out["mean"] == pytest.approx(float(pooled.mean()), rel=1e-10)
+
+
+ONCE_SCRIPT = """
+    means = ds.mean(session, "D$age")
+    write_json(
+        "pooled.json",
+        {"mean": float(means.loc[ds.COMBINED, "mean"]),
+         "n_valid": int(means.loc[ds.COMBINED, "n_valid"]),
+         "stations": sorted(c.name for c in session.conns)},
+    )
+"""
+
+
+def test_a_script_runs_once_at_one_node_and_reaches_the_stations_it_names(
+    stack, client_python, image_gateway
+):
+    """`node_ids: [a]`, `stations: [a, b]`: one run, at node-a, whose steward approved
+    the image, over both stations; node-b runs nothing (its steward has rejected the
+    image) and answers the relayed calls as it answers a researcher's own."""
+    w = stack
+    a, b = w.stations["node-a"], w.stations["node-b"]
+    node_a, node_b = w.node_ids["node-a"], w.node_ids["node-b"]
+    a.cli("approve", client_python, "--reason", "reviewed, run once", "--by", "dana")
+    b.cli("reject", client_python, "--reason", "not run here", "--by", "erik")
+    with w.app.app_context():
+        last = db.session().query(func.max(AuditEvent.id)).scalar() or 0
+    b_runs = len(b.audit_lines("image_run"))
+    researcher = CoordinatorClient(w.url)
+    researcher.login("alice", PASSWORD)
+    task = researcher.create_image_task(
+        w.study,
+        f"dsgateway-test/client-python:dev@{client_python}",
+        {"analysis.py": textwrap.dedent(ONCE_SCRIPT)},
+        parameters={"script": "analysis.py", "tables": {"D": TABLE}},
+        nodes=[node_a],
+        stations=[node_a, node_b],
+    )
+    assert (task["node_ids"], task["relay"], task["stations"]) == ([node_a], True, [node_a, node_b])
+    assert researcher.wait(task["id"], timeout=300, progress=False)["status"] == "completed"
+    runs = researcher.image_runs(task["id"])
+    assert [(r["node_name"], r["status"]) for r in runs] == [("node-a", "completed")]
+    out = {o["name"]: o["content"] for o in runs[0]["result"]["outputs"]}["pooled.json"]
+    ages = pd.read_parquet(image_gateway.data_dir / f"{TABLE}.parquet")["age"]
+    pooled = pd.concat([ages, ages])  # both stations' rows (the same rows here)
+    assert out["stations"] == ["node-a", "node-b"]
+    assert out["n_valid"] == int(pooled.notna().sum())
+    assert out["mean"] == pytest.approx(float(pooled.mean()), rel=1e-10)
+
+    ran = [e for e in a.audit_lines("image_run") if e["run"] == str(runs[0]["run_id"])]
+    assert [(e["status"], e["stations"]) for e in ran] == [("completed", ["node-a", "node-b"])]
+    assert len(b.audit_lines("image_run")) == b_runs  # node-b ran nothing
+
+    def relayed_to_b():  # the relay's audit thread writes each call soon after it
+        with w.app.app_context():
+            rows = (
+                db.session()
+                .query(AuditEvent)
+                .filter(
+                    AuditEvent.action == "relay.call",
+                    AuditEvent.id > last,
+                    AuditEvent.target_id == node_b,
+                )
+            )
+            return [e.actor_name for e in rows]
+
+    assert set(until(relayed_to_b, 30, "the relay's audit of the calls to node-b")) == {"alice"}
+    created = [d for _, _, d in central_audit(w, "image_task.create") if d["nodes"] == [node_a]]
+    assert created[-1]["stations"] == [node_a, node_b]
