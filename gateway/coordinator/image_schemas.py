@@ -187,10 +187,18 @@ class ImageTaskOut(Schema):
     image = fields.Function(lambda t: (t.parameters or {}).get("image"))
     digest = fields.Function(lambda t: (t.parameters or {}).get("digest"))
     node_ids = fields.List(fields.Int(), attribute="target_node_ids")
-    relay = fields.Function(lambda t: (t.parameters or {}).get("relay") is True)
+    # Function fields: `type` and `items` tell the OpenAPI document what they hold.
+    relay = fields.Function(
+        lambda t: (t.parameters or {}).get("relay") is True, metadata={"type": "boolean"}
+    )
     stations = fields.Function(
         relay_station_ids,
-        metadata={"description": "Node ids each run reaches through the relay (null: no relay)."},
+        metadata={
+            "type": "array",
+            "items": {"type": "integer"},
+            "nullable": True,
+            "description": "Node ids each run reaches through the relay (null: no relay).",
+        },
     )
     status = fields.Str(required=True)
     message = fields.Str()
