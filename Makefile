@@ -51,9 +51,11 @@ $(R_LIB)/.dsGatewayBase.installed: $(R_PKG_FILES) .stamps/system-deps
 	@R CMD INSTALL --no-multiarch --library=$(R_LIB) $(R_PKG_SRC) >/dev/null
 	@touch $@
 
-## test: the whole suite (unit, functional, e2e; slow tests included)
+## test: the whole suite (unit, functional, e2e; slow tests included). The Docker images
+## the e2e tests need are made in the background meanwhile (scripts/prepare-docker.sh).
 test: setup
 	@bash scripts/ensure-services.sh
+	@PYTHON=$(PY) bash scripts/prepare-docker.sh --background
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -q
 

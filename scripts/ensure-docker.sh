@@ -5,10 +5,17 @@
 #   2. a daemon on $DOCKER_HOST (default unix:///run/docker-test.sock); when nothing
 #      answers there, start one as docs/client-images.md explains (no iptables, no default
 #      bridge, overlay2, its own data root), logging to $DSG_DOCKER_STATE/dockerd.log;
-#   3. base images made with mmdebstrap from this machine's apt sources (no registry):
-#        dsgateway-test/base-python:bookworm  python3, python3-venv
-#        dsgateway-test/base-r:bookworm       r-base-core, r-cran-httr, r-cran-jsonlite
-#      built only when missing (`DSG_REBUILD_BASES=1` rebuilds them).
+#   3. ONE base image made with mmdebstrap from this machine's apt sources (no registry),
+#      holding python3, python3-venv, r-base-core, r-cran-httr and r-cran-jsonlite, and
+#      tagged twice:
+#        dsgateway-test/base-python:bookworm  (the Python client image, the probes)
+#        dsgateway-test/base-r:bookworm       (the R client image; the deployment test's
+#                                              Python and node bases, docker/offline)
+#      One root file system instead of three (Python, R, and the deployment's node base)
+#      is most of a fresh machine's Docker set-up time. Built only when missing or made
+#      from another package list (a label records it); `DSG_REBUILD_BASES=1` rebuilds it.
+# One run at a time (a lock file): a second waits for the first, then finds everything
+# done. `make test` starts it in the background before pytest (scripts/prepare-docker.sh).
 # Prints `DOCKER_HOST=...` as its last line. Exits non-zero, saying why, when Docker
 # cannot run here.
 set -euo pipefail
@@ -24,6 +31,9 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 say() { echo "ensure-docker: $*" >&2; }
 die() { say "$*"; exit 1; }
+
+exec 9>"${DSG_DOCKER_LOCK:-/tmp/dsgateway-ensure-docker.lock}"
+flock 9
 
 apt_install() {
     local missing=()
@@ -68,7 +78,7 @@ if ! answers; then
         --iptables=false --ip6tables=false --bridge=none \
         --storage-driver=overlay2 \
         --data-root "$STATE/data" --exec-root "$STATE/exec" --pidfile "$pidfile" \
-        -H "$DOCKER_HOST" >"$STATE/dockerd.log" 2>&1 </dev/null &
+        -H "$DOCKER_HOST" >"$STATE/dockerd.log" 2>&1 </dev/null 9>&- &
     for _ in $(seq 1 120); do
         answers && break
         sleep 0.5
@@ -79,11 +89,16 @@ fi
 
 # ------------------------------------------------------------------ base images
 
-have_image() { docker image inspect "$1" >/dev/null 2>&1; }
+LABEL=org.dsgateway.base-packages
+packages_of() {  # the package list an image was made from ("" when none or no image)
+    docker image inspect -f "{{index .Config.Labels \"$LABEL\"}}" "$1" 2>/dev/null || true
+}
 
 make_base() {  # make_base NAME PACKAGES
     local name=$1 packages=$2 tmp
-    if have_image "$name" && [ "${DSG_REBUILD_BASES:-0}" != 1 ]; then return 0; fi
+    if [ "$(packages_of "$name")" = "$packages" ] && [ "${DSG_REBUILD_BASES:-0}" != 1 ]; then
+        return 0
+    fi
     tmp=$(mktemp -d)
     say "building $name with mmdebstrap ($packages)"
     if ! $SUDO mmdebstrap --quiet --variant=apt --include="$packages" \
@@ -95,11 +110,14 @@ make_base() {  # make_base NAME PACKAGES
         die "mmdebstrap failed for $name"
     fi
     docker import --change 'CMD ["/bin/bash"]' --change 'ENV LANG=C.UTF-8' \
-        "$tmp/base.tar" "$name" >/dev/null
+        --change "LABEL $LABEL=$packages" "$tmp/base.tar" "$name" >/dev/null
     rm -rf "$tmp"
 }
 
-make_base "$PY_BASE" python3,python3-venv
-make_base "$R_BASE" r-base-core,r-cran-httr,r-cran-jsonlite
+make_base "$R_BASE" python3,python3-venv,r-base-core,r-cran-httr,r-cran-jsonlite
+if [ "$(docker image inspect -f '{{.Id}}' "$PY_BASE" 2>/dev/null)" != \
+    "$(docker image inspect -f '{{.Id}}' "$R_BASE")" ]; then
+    docker tag "$R_BASE" "$PY_BASE"
+fi
 
 echo "DOCKER_HOST=$DOCKER_HOST"

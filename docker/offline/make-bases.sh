@@ -6,9 +6,14 @@
 #   $PREFIX/redis:<hash>     redis-server, as `redis:7` is used by the compose file
 #   $PREFIX/postgres:<hash>  PostgreSQL 15 with an entry point taking POSTGRES_USER,
 #                            POSTGRES_PASSWORD(_FILE), POSTGRES_DB as `postgres:16` does
+# Redis and PostgreSQL share one root file system (both packages): every mmdebstrap
+# installs a whole Debian base first, so one for the two halves their cost; each image
+# only runs its own server.
 # <hash> is a hash of what makes the image (packages, this directory's files), so an
-# image is made once and found again on later runs. Set PY_BASE to an existing image to
-# use it instead of making the Python one. Needs root (mmdebstrap) and a Docker daemon.
+# image is made once and found again on later runs. Set PY_BASE, NODE_BASE to existing
+# images to use them instead of making those two (the deployment test gives the base
+# scripts/ensure-docker.sh makes, which holds both Python and R: one mmdebstrap instead
+# of three on a fresh machine). Needs root (mmdebstrap) and a Docker daemon.
 # Prints NAME=image lines (PY_BASE_IMAGE, NODE_BASE_IMAGE, REDIS_IMAGE, POSTGRES_IMAGE).
 set -euo pipefail
 
@@ -45,19 +50,20 @@ rootfs() {  # rootfs NAME PACKAGES: NAME-rootfs:<stamp> imported from mmdebstrap
 # The root file systems, made side by side (mostly waiting on dpkg and the disk).
 pids=()
 if [ -z "${PY_BASE:-}" ]; then rootfs python python3,python3-venv & pids+=($!); fi
-rootfs node-base python3,python3-venv,r-base-core,r-cran-jsonlite & pids+=($!)
-rootfs redis redis-server & pids+=($!)
-rootfs postgres postgresql & pids+=($!)
+if [ -z "${NODE_BASE:-}" ]; then
+    rootfs node-base python3,python3-venv,r-base-core,r-cran-jsonlite & pids+=($!)
+fi
+rootfs services redis-server,postgresql & pids+=($!)
 for pid in "${pids[@]}"; do wait "$pid"; done
 
-finish() {  # finish NAME DOCKERFILE|-: the final image FROM its root file system
-    local name=$1 dockerfile=$2 image="$PREFIX/$1:$stamp"
+finish() {  # finish NAME ROOTFS DOCKERFILE|-: the final image FROM a root file system
+    local name=$1 rootfs="$PREFIX/$2-rootfs:$stamp" dockerfile=$3 image="$PREFIX/$1:$stamp"
     if ! have "$image"; then
         if [ "$dockerfile" = - ]; then
-            docker tag "$PREFIX/$name-rootfs:$stamp" "$image"
+            docker tag "$rootfs" "$image"
         else
             docker build -q -f "$HERE/$dockerfile" \
-                --build-arg "BASE_IMAGE=$PREFIX/$name-rootfs:$stamp" -t "$image" "$HERE" >/dev/null
+                --build-arg "BASE_IMAGE=$rootfs" -t "$image" "$HERE" >/dev/null
         fi
     fi
     echo "$image"
@@ -66,8 +72,12 @@ finish() {  # finish NAME DOCKERFILE|-: the final image FROM its root file syste
 if [ -n "${PY_BASE:-}" ]; then
     echo "PY_BASE_IMAGE=$PY_BASE"
 else
-    echo "PY_BASE_IMAGE=$(finish python -)"
+    echo "PY_BASE_IMAGE=$(finish python python -)"
 fi
-echo "NODE_BASE_IMAGE=$(finish node-base -)"
-echo "REDIS_IMAGE=$(finish redis redis.Dockerfile)"
-echo "POSTGRES_IMAGE=$(finish postgres postgres.Dockerfile)"
+if [ -n "${NODE_BASE:-}" ]; then
+    echo "NODE_BASE_IMAGE=$NODE_BASE"
+else
+    echo "NODE_BASE_IMAGE=$(finish node-base node-base -)"
+fi
+echo "REDIS_IMAGE=$(finish redis services redis.Dockerfile)"
+echo "POSTGRES_IMAGE=$(finish postgres services postgres.Dockerfile)"

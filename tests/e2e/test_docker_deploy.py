@@ -1,14 +1,17 @@
 """Deployment with Docker (docker/, docs/deployment.md) under the real daemon.
 
-The images are built here without a registry: local stand-ins for the public bases are
-made with mmdebstrap (docker/offline/make-bases.sh; the Python base is the one
-scripts/ensure-docker.sh makes for the client-image tests), the wheels on the host
-(docker/build.sh), and each is tagged with a hash of what makes it, so a second run
-finds them and builds nothing. Then compose.coordinator.yml brings up PostgreSQL,
-Redis, the migration, the API with its relay and a Celery worker; compose.station.yml
-brings up two stations on different synthetic data, registered through the REST API
-with the keys as compose secrets. A federated mean (an `aggregate` task with meanDS)
-must equal the mean of the two stations' data pooled.
+The images are built here without a registry (tests/e2e/deploy_images.py): local
+stand-ins for the public bases are made with mmdebstrap (docker/offline/make-bases.sh;
+the Python and node bases are the one base scripts/ensure-docker.sh makes for the
+client-image tests), the wheels on the host (docker/build.sh), and each is tagged with a
+hash of what makes it, so a second run finds them and builds nothing. `make test` starts
+making them in the background before pytest; the fixture waits for that.
+
+Then compose.coordinator.yml brings up PostgreSQL, Redis, the migration, the API with
+its relay and a Celery worker; compose.station.yml brings up two stations on different
+synthetic data, registered through the REST API with the keys as compose secrets. A
+federated mean (an `aggregate` task with meanDS) must equal the mean of the two
+stations' data pooled.
 
 Everything made for a run (compose projects, containers, networks, volumes, files) is
 named dsgw-deploy-test-<random> and removed at the end whatever happens; the cached
@@ -18,13 +21,11 @@ are removed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import secrets
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,13 +35,13 @@ import pytest
 import requests
 import yaml
 
-from tests.e2e.conftest import PY_BASE
+from tests.e2e import deploy_images
 
-pytestmark = [pytest.mark.slow]
+# The timeout covers a fresh machine's first image builds (a few minutes), waited for.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
-ROOT = Path(__file__).resolve().parents[2]
-DOCKER_DIR = ROOT / "docker"
-PREFIX = "dsgw-deploy-test"
+DOCKER_DIR = deploy_images.DOCKER_DIR
+PREFIX = deploy_images.PREFIX
 ADMIN_PASSWORD = "deploy-admin-" + secrets.token_hex(8)
 STATIONS = {"station-a": 1, "station-b": 2}  # name: seed of its synthetic data
 
@@ -85,64 +86,10 @@ def compose(docker_client) -> list[str]:
     return ["docker-compose"]
 
 
-def _source_hash(*extra: str) -> str:
-    """What the dsgateway images are made of: the docker/ files, the package's sources
-    and requirements, and the base images' ids."""
-    h = hashlib.sha256()
-    files = [
-        *sorted(DOCKER_DIR.glob("*.sh")),
-        *sorted(DOCKER_DIR.glob("*.py")),
-        DOCKER_DIR / "coordinator" / "Dockerfile",
-        DOCKER_DIR / "station" / "Dockerfile",
-        ROOT / "setup.cfg",
-        ROOT / "setup.py",
-        ROOT / "constraints.txt",
-        ROOT / "scripts" / "rpy2-requirement.sh",
-        *sorted((ROOT / "gateway").rglob("*.py")),
-        *sorted((ROOT / "algorithms").rglob("*.py")),
-        *sorted(p for p in (ROOT / "algorithms" / "R").rglob("*") if p.is_file()),
-    ]
-    for path in files:
-        if path.exists() and "__pycache__" not in path.parts:
-            h.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
-    for item in extra:
-        h.update(item.encode())
-    return h.hexdigest()[:16]
-
-
-def _image_id(name: str) -> str:
-    return _run(["docker", "image", "inspect", "-f", "{{.Id}}", name]).stdout.strip()
-
-
-def _drop_older_tags(repo: str, keep: str) -> None:
-    tags = _run(["docker", "images", repo, "--format", "{{.Tag}}"]).stdout.split()
-    for tag in tags:
-        if tag != keep:
-            _run(["docker", "rmi", f"{repo}:{tag}"], check=False)
-
-
 @pytest.fixture(scope="module")
 def images(docker_client) -> dict[str, str]:
     """Image names: COORDINATOR_IMAGE, NODE_IMAGE, REDIS_IMAGE, POSTGRES_IMAGE."""
-    env = {**os.environ, "PY_BASE": PY_BASE}
-    out = _run(["bash", str(DOCKER_DIR / "offline" / "make-bases.sh")], env=env).stdout
-    bases = dict(line.split("=", 1) for line in out.split() if "=" in line)
-    tag = _source_hash(_image_id(bases["PY_BASE_IMAGE"]), _image_id(bases["NODE_BASE_IMAGE"]))
-    made = {
-        "COORDINATOR_IMAGE": f"{PREFIX}/coordinator:{tag}",
-        "NODE_IMAGE": f"{PREFIX}/node:{tag}",
-    }
-    have = all(
-        _run(["docker", "image", "inspect", name], check=False).returncode == 0
-        for name in made.values()
-    )
-    if not have:
-        build_env = {**env, **bases, "IMAGE_PREFIX": PREFIX, "TAG": tag, "PYTHON": sys.executable}
-        _run(["bash", str(DOCKER_DIR / "build.sh")], env=build_env, timeout=1800)
-        for name in made.values():
-            repo, keep = name.split(":")
-            _drop_older_tags(repo, keep)
-    return {**made, "REDIS_IMAGE": bases["REDIS_IMAGE"], "POSTGRES_IMAGE": bases["POSTGRES_IMAGE"]}
+    return deploy_images.ensure()
 
 
 # ---------------------------------------------------------------- the deployment
