@@ -2,7 +2,9 @@
 
 `docker_client` runs scripts/ensure-docker.sh once per session: it installs Docker and
 mmdebstrap when missing, starts a daemon on unix:///run/docker-test.sock when nothing
-answers there, and makes the local base images (no registry is reachable). If Docker
+answers there, and makes the local base image (no registry is reachable): one root file
+system with python3 and R, tagged as both PY_BASE and R_BASE (the deployment test
+builds on it too). If Docker
 cannot run, every test that needs it FAILS with the script's reason: it never skips.
 
 Images (built once per session; Docker's layer cache makes later sessions quick):
