@@ -7,8 +7,9 @@ The contract the image sees (docs/client-images.md):
   `/ws`), `DSGATEWAY_TOKEN` (a short-lived Bearer token of the researcher),
   `DSGATEWAY_PROFILE`, `DSGATEWAY_INPUT`, `DSGATEWAY_OUTPUT`,
   `DSGATEWAY_OUTPUT_LIMIT` (bytes), `DSGATEWAY_RUN_ID`; for a task that asked for the
-  relay, `DSGATEWAY_RELAY_URL` and `DSGATEWAY_STATIONS` (JSON: every target station's
-  name, Armadillo and Opal address through the run's proxy, and relay token);
+  relay, `DSGATEWAY_RELAY_URL` and `DSGATEWAY_STATIONS` (JSON: each station the task
+  names in `stations`, by default its target nodes: name, Armadillo and Opal address
+  through the run's proxy, and relay token);
 - exit code 0: the run completed (the output is checked, then disclosure-checked);
   anything else: it failed.
 """

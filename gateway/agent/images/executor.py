@@ -12,8 +12,9 @@ A work item is an image run when `item["kind"]` is "image" or `item["algorithm"]
      "files": {"analysis.R": "..."},   # put in /input (text)
      "input": {...},                   # /input/parameters.json
      "timeout": 600,                   # seconds, at most the node's limit
-     "relay": false}                   # true: the script opens every target station
-                                       # through the coordinator's relay
+     "relay": false,                   # true: the script opens the task's stations
+     "stations": [1, 2]}               # (node ids; default its targets) through the
+                                       # coordinator's relay
 
 and, beside them, what the coordinator adds to an image run's item:
 `gateway_token` (a relay token for this node: `tokens_from: coordinator`),
