@@ -11,8 +11,9 @@ print and must stay as dsBase words them:
   nfilter.noise minimums;
 - a returned value that is the refusal: a single string "Failed: at least one cell has
   a non-zero count less than nfilter.tab ..." (tableDS), a list flagged
-  `disclosure.risk = 1` (glmDS2), or a list whose `errorMessage` names a disclosure
-  control with its matrices emptied (covDS, corDS). The R side (`R_REFUSAL`, run by the
+  `disclosure.risk = 1` (glmDS2) or with a `*.invalid` flag set (glmDS1's `y.invalid`,
+  `Xpar.invalid`, `glm.saturation.invalid`...), or a list whose `errorMessage` names a
+  disclosure control with its matrices emptied (covDS, corDS). The R side (`R_REFUSAL`, run by the
   worker on every aggregate value) picks the candidate text; `returned_refusal` decides.
 
 The label only classifies: it never changes what the client gets. Classifying cannot
@@ -52,7 +53,7 @@ _REFUSAL_START = re.compile(r"^\s*(FAILED|ERROR|invalid)\b", re.IGNORECASE)
 _R_ERROR = re.compile(r"^Error(?: in .*?)? : (?P<message>.*)$", re.DOTALL)
 
 # R: the candidate refusal text of an aggregate's value, or NA. "risk:" marks a value
-# that flags its own disclosure risk (glmDS2), a refusal whatever its message says.
+# that flags its own disclosure risk (glmDS1, glmDS2), a refusal whatever its message says.
 R_REFUSAL = r"""
 function(value) tryCatch({
   one <- function(x) is.character(x) && length(x) == 1L && !is.na(x)
@@ -61,6 +62,11 @@ function(value) tryCatch({
     risk <- value[["disclosure.risk"]]
     if (is.numeric(risk) && length(risk) == 1L && isTRUE(risk >= 1))
       return(paste0("risk:", paste(value[["errorMessage2"]], collapse = "; ")))
+    flags <- value[grepl("[.]invalid$", names(value))]
+    flagged <- vapply(flags, function(f) is.numeric(f) && any(f > 0, na.rm = TRUE), logical(1))
+    if (any(flagged))
+      return(paste0("risk:", paste(c(names(flags)[flagged], value[["errorMessage"]]),
+                                   collapse = "; ")))
     msg <- value[["errorMessage"]]
     if (one(msg)) return(msg)
   }

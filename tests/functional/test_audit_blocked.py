@@ -108,6 +108,10 @@ def test_the_r_side_picks_the_refusal_of_each_returned_form():
         "glm": 'list(info.matrix = NA, disclosure.risk = 1, errorMessage2 = c("ERROR: y vector'
         ' is binary", "MODEL FAILED"))',
         "glm_ok": 'list(info.matrix = diag(2), disclosure.risk = 0, errorMessage2 = "No errors")',
+        "glm1": "list(dimX = c(10, 2), y.invalid = 0, Xpar.invalid = c(0, 1), w.invalid = 0,"
+        ' errorMessage = "STUDY DATA OR APPLIED MODEL INVALID FOR THIS SOURCE")',
+        "glm1_ok": "list(dimX = c(10, 2), y.invalid = 0, Xpar.invalid = c(0, 0),"
+        ' errorMessage = "No errors")',
         "cov": 'list(sums = NA, errorMessage = "ERROR: at least one variable is binary with one'
         ' category less than the filter threshold for table cell size")',
         "cov_ok": "list(sums = 1, errorMessage = NA)",
@@ -131,6 +135,8 @@ def test_the_r_side_picks_the_refusal_of_each_returned_form():
     assert verdicts == {
         "glm": "ERROR: y vector is binary; MODEL FAILED",
         "glm_ok": None,
+        "glm1": "Xpar.invalid; STUDY DATA OR APPLIED MODEL INVALID FOR THIS SOURCE",
+        "glm1_ok": None,
         "cov": "ERROR: at least one variable is binary with one category less than the filter "
         "threshold for table cell size",
         "cov_ok": None,
