@@ -1,5 +1,6 @@
-"""The relay's parts without R or servers: the hub of calls in flight, and the agent's
-own policy check (fast; the HTTP behaviour is in test_relay.py)."""
+"""The relay's parts without R or servers: the hub of calls in flight, the agent's own
+policy check, and what a relayed call's audit records (fast; the HTTP behaviour is in
+test_relay.py and test_relay_audit.py)."""
 
 from __future__ import annotations
 
@@ -117,3 +118,61 @@ def test_the_agents_policy_reads_the_token_not_the_coordinators_word():
     assert "collaboration not served here" in policy_refusal(item, only_one)
     assert "need a relay token" in policy_refusal(_item(None), Policy())
     assert "unreadable" in policy_refusal(_item("not-a-jwt"), Policy())
+
+
+# ------------------------------------------------------------ what relay.call records
+
+
+def test_the_expression_is_recorded_only_for_the_calls_that_carry_one():
+    from gateway.coordinator.relay.auditor import call_detail, expression_of
+
+    expr = b"meanDS(D$age)"
+    carrying = [
+        ("armadillo", "POST", "/execute"),
+        ("armadillo", "POST", "/symbols/E"),
+        ("opal", "POST", "/ws/datashield/session/42/aggregate"),
+        ("opal", "PUT", "/ws/datashield/session/42/symbol/E"),
+    ]
+    for face, method, path in carrying:
+        assert expression_of(face, method, path, expr) == {"expression": "meanDS(D$age)"}
+    secret = b'{"username": "alice", "password": "hunter2"}'
+    others = [
+        ("armadillo", "POST", "/select-profile"),
+        ("armadillo", "POST", "/login"),
+        ("armadillo", "GET", "/execute"),  # the method counts too
+        ("armadillo", "DELETE", "/symbols/E"),
+        ("armadillo", "POST", "/execute/more"),  # the whole path, not a prefix
+        ("armadillo", "POST", "/ws/datashield/session/42/aggregate"),  # Opal's, other face
+        ("opal", "POST", "/execute"),
+        ("opal", "PUT", "/ws/datashield/session/42/symbol/E/table/demo.cohort.patients"),
+        ("opal", "POST", "/ws/datashield/sessions"),
+        ("opal", "POST", "/ws/auth/sessions"),
+    ]
+    for face, method, path in others:
+        assert expression_of(face, method, path, secret) == {}, (face, method, path)
+        detail = call_detail(face, method, path, secret, b"x" * 7)
+        assert detail == {"bytes": 7} and "hunter2" not in repr(detail)
+    # The size of the answer's body; no answer (a timeout): no size.
+    assert call_detail("armadillo", "POST", "/execute", expr, b"\x00" * 123) == {
+        "expression": "meanDS(D$age)",
+        "bytes": 123,
+    }
+    assert call_detail("armadillo", "POST", "/execute", expr, None) == {
+        "expression": "meanDS(D$age)"
+    }
+    assert call_detail("armadillo", "GET", "/lastresult", b"", b"") == {"bytes": 0}
+
+
+def test_a_long_expression_is_cut_and_marked_as_cut():
+    from gateway.coordinator.relay.auditor import EXPRESSION_LIMIT, expression_of
+
+    long = "c(" + ", ".join(["1"] * 2000) + ")"  # 6,001 characters
+    assert len(long) == 6001 > EXPRESSION_LIMIT == 2000
+    got = expression_of("armadillo", "POST", "/execute", long.encode())
+    assert got["expression_cut"] == 6001
+    assert got["expression"] == long[:2000] + "… [cut: 6001 characters in all]"
+    exact = "x" * EXPRESSION_LIMIT
+    assert expression_of("armadillo", "POST", "/execute", exact.encode()) == {"expression": exact}
+    # Not UTF-8 (the station refuses it): recorded as sent, undecodable bytes replaced.
+    odd = expression_of("armadillo", "POST", "/execute", b"meanDS(\xff)")
+    assert odd == {"expression": "meanDS(\ufffd)"}

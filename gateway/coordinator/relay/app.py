@@ -13,8 +13,9 @@ answer is 401/403/404/500 in the face's own error format. Then the request (meth
 path, query, body, and the headers DataSHIELD needs, including the same bearer token:
 the node's gateway verifies it again) goes to the node's agent through the hub, and the
 gateway's answer comes back unchanged (status, body, Content-Type, Set-Cookie,
-Location). Every call is audited here (`relay.call`, by auditor.py's thread) and at the
-node by its gateway.
+Location). Every call is audited here (`relay.call`, by auditor.py's thread: with the
+expression of the calls that carry one and the size of the answer) and at the node by
+its gateway.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from sqlalchemy import select
 from gateway.coordinator import audit, db
 from gateway.coordinator.authz import Principal
 from gateway.coordinator.models import Node, User
-from gateway.coordinator.relay.auditor import CallAuditor, relayed_outcome
+from gateway.coordinator.relay.auditor import CallAuditor, call_detail, relayed_outcome
 
 __all__ = ["Grant", "RelayRefused", "create_relay_app"]
 
@@ -257,13 +258,14 @@ def create_relay_app(coordinator_app: Flask) -> Flask:
                 record("relay.refused", "refused", user, node, detail)
                 db.commit()
             return _error(face, err.status, err.message)
+        body = request.get_data()
         outgoing = {
             "face": face,
             "method": request.method,
             "path": path,
             "query": request.query_string.decode("latin-1"),
             "headers": [[h, request.headers[h]] for h in REQUEST_HEADERS if h in request.headers],
-            "body": base64.b64encode(request.get_data()).decode("ascii"),
+            "body": base64.b64encode(body).decode("ascii"),
             "user": grant.user_name,
             "collaboration_id": grant.collaboration_id,
             "timeout": timeout,
@@ -275,6 +277,7 @@ def create_relay_app(coordinator_app: Flask) -> Flask:
         except NodeLost:
             answer = None
             lost = f"Node {grant.node_name!r} went offline before it answered."
+        answer_body = None  # what left the station: none without an answer
         if answer is None:
             status = 500
             message = lost or f"Node {grant.node_name!r} did not answer within {timeout:g} seconds."
@@ -282,7 +285,8 @@ def create_relay_app(coordinator_app: Flask) -> Flask:
             response = _error(face, 500, message)
         else:
             status = int(answer["status"])
-            response = Response(base64.b64decode(answer.get("body") or ""), status=status)
+            answer_body = base64.b64decode(answer.get("body") or "")
+            response = Response(answer_body, status=status)
             response.headers.remove("Content-Type")
             for name, value in answer.get("headers") or []:
                 if name.lower() not in RESPONSE_HEADERS:
@@ -291,6 +295,8 @@ def create_relay_app(coordinator_app: Flask) -> Flask:
                     value = f"/nodes/{grant.node_id}{value}"
                 response.headers.add(name, value)
         detail["status"] = status
+        # The expression (only of the calls that carry one) and the answer's size.
+        detail.update(call_detail(face, request.method, path, body, answer_body))
         detail["ms"] = round((time.monotonic() - started) * 1000, 1)
         outcome = relayed_outcome(status, (answer or {}).get("headers"))
         # Written by the auditor's thread: the client does not wait for it.

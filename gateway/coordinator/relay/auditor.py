@@ -7,12 +7,20 @@ thread only queues the event; one writer commits whatever has queued up meanwhil
 one transaction. Events are written within moments, in order; refusals are still
 written before the refusal is answered (app.py), so a refused caller is always on
 record. `flush()` waits until every event queued so far is written.
+
+What a `relay.call` records besides method, path, status and time (`call_detail`):
+the DataSHIELD expression of the calls that carry one in their body (Armadillo's
+`POST /execute` and `POST /symbols/<symbol>`, Opal's `POST .../aggregate` and
+`PUT .../symbol/<symbol>`), cut to `EXPRESSION_LIMIT` characters and marked as cut, and
+`bytes`, the size of the answer's body that left the station. No other request body is
+ever recorded: a login's or any other call's body may hold secrets.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
+import re
 import threading
 from types import SimpleNamespace
 from typing import Any
@@ -21,7 +29,7 @@ from flask import Flask
 
 from gateway.coordinator import audit, db
 
-__all__ = ["CallAuditor", "relayed_outcome"]
+__all__ = ["EXPRESSION_LIMIT", "CallAuditor", "call_detail", "expression_of", "relayed_outcome"]
 
 log = logging.getLogger(__name__)
 _BATCH = 200
@@ -31,6 +39,49 @@ _BATCH = 200
 OUTCOME_HEADER = "x-dsgateway-outcome"
 # The station's word -> the coordinator's: a value returned is "ok" here.
 _STATION_OUTCOMES = {"returned": "ok", "ok": "ok", "refused": "refused", "blocked": "blocked"}
+
+
+# The calls whose body is a DataSHIELD expression, per face: (method, whole path).
+# Anything else (a login's profile, a workspace...) is never read for the record.
+_EXPRESSION_CALLS = {
+    "armadillo": [
+        ("POST", re.compile(r"/execute")),
+        ("POST", re.compile(r"/symbols/[^/]+")),
+    ],
+    "opal": [
+        ("POST", re.compile(r"/ws/datashield/session/[^/]+/aggregate")),
+        ("PUT", re.compile(r"/ws/datashield/session/[^/]+/symbol/[^/]+")),
+    ],
+}
+EXPRESSION_LIMIT = 2000  # characters kept of an expression in the central record
+
+
+def expression_of(face: str, method: str, path: str, body: bytes) -> dict[str, Any]:
+    """The audit fields of a call's expression: {"expression": ...} for the calls that
+    carry one (cut to EXPRESSION_LIMIT characters, the cut said in the text and by
+    `expression_cut`: the whole length), else {} whatever the body holds."""
+    calls = _EXPRESSION_CALLS.get(face, [])
+    if not any(method == m and pattern.fullmatch(path) for m, pattern in calls):
+        return {}
+    # The station refuses what is not UTF-8; the record still shows what was sent.
+    text = body.decode("utf-8", errors="replace")
+    if len(text) <= EXPRESSION_LIMIT:
+        return {"expression": text}
+    return {
+        "expression": f"{text[:EXPRESSION_LIMIT]}… [cut: {len(text)} characters in all]",
+        "expression_cut": len(text),
+    }
+
+
+def call_detail(
+    face: str, method: str, path: str, body: bytes, answer_body: bytes | None
+) -> dict[str, Any]:
+    """A relayed call's audit detail beyond method, path and status: its expression (if
+    it carries one) and `bytes`, the length of the answer body (none: no answer came)."""
+    detail = expression_of(face, method, path, body)
+    if answer_body is not None:
+        detail["bytes"] = len(answer_body)
+    return detail
 
 
 def relayed_outcome(status: int, headers) -> str:
