@@ -97,7 +97,10 @@ export function fieldError(form, name, messages) {
   if (!field) return false;
   const id = `${field.id || name}-error`;
   const p = h("p", { class: "field-error", id }, flatten(messages).join(" "));
-  const anchor = field.tagName === "FIELDSET" ? field.querySelector("legend") : field;
+  // A message about a fieldset goes under its legend; one about a checkbox after its
+  // row (checkbox and label), not between the two.
+  const row = field.type === "checkbox" ? field.closest(".check") : null;
+  const anchor = field.tagName === "FIELDSET" ? field.querySelector("legend") : row || field;
   anchor.after(p);
   field.setAttribute("aria-invalid", "true");
   const described = field.getAttribute("aria-describedby");

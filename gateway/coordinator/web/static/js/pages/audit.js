@@ -8,13 +8,17 @@ const form = $("#audit-filters");
 let offset = 0;
 let collabName = new Map();
 
-// What the event was about: the expression, the task or the relayed call.
+// What the event was about: the task, the relayed call and its expression (a relayed
+// execute or assign; past the coordinator's limit it is cut, and its text says so).
 function what(e) {
   const d = e.detail || {};
   const parts = [];
-  if (d.expression) parts.push(h("code", {}, d.expression));
   if (d.algorithm) parts.push(`${d.algorithm}${d.nodes ? ` on ${d.nodes.length} station(s)` : ""}`);
   if (d.path) parts.push(h("code", {}, `${d.method || ""} ${d.path}`));
+  if (d.expression) {
+    if (parts.length) parts.push(" ");
+    parts.push(h("code", { class: "expression" }, d.expression));
+  }
   if (d.digest) parts.push(h("code", {}, d.digest.slice(0, 19) + "…"));
   if (d.reason) parts.push(` — ${d.reason}`);
   if (d.message) parts.push(` — ${d.message}`);

@@ -7,11 +7,25 @@ const id = Number(document.querySelector("main").dataset.id);
 const FINAL = new Set(["completed", "failed", "cancelled"]);
 const POLL_MS = 1500;
 
-function summary(task, collab) {
+// An image task's relay: whether its script opens stations through the relay, and
+// which (tasks made before `stations` existed reach their target nodes).
+function relayItems(task, nodeName, item) {
+  const p = task.parameters || {};
+  if (task.algorithm !== "image") return [];
+  if (p.relay !== true) return item("Relay", "no");
+  const ids = Array.isArray(p.stations) ? p.stations : task.node_ids || [];
+  return [
+    item("Relay", "yes: the script reaches these stations through the coordinator's relay"),
+    item("Stations reached", h("ul", { class: "inline", id: "relay-stations" }, ids.map((nid) => h("li", {}, nodeName(nid))))),
+  ].flat();
+}
+
+function summary(task, collab, nodeName) {
   const item = (label, value) => [h("dt", {}, label), h("dd", {}, value)];
   return [
     item("Collaboration", h("a", { href: `/console/collaborations/${collab.id}` }, collab.name)),
     item("Analysis", task.kind === "image" || task.algorithm === "image" ? `image ${task.image || task.parameters?.image || ""}` : task.algorithm),
+    relayItems(task, nodeName, item),
     item("Parameters", h("code", {}, JSON.stringify(task.parameters || {}))),
     item("Status", badge(task.status)),
     task.message ? item("Message", task.message) : [],
@@ -126,7 +140,7 @@ run(async () => {
   let shownOutputs = ""; // which runs' outputs are on the page: redrawn only on a change
   async function refresh() {
     const runs = await runsNow();
-    replace("#summary", summary(task, collab));
+    replace("#summary", summary(task, collab, nodeName));
     replace("#runs", runsTable(runs, nodeName));
     if (isImage) {
       const done = runs.filter((r) => r.result && Array.isArray(r.result.outputs)).map((r) => r.run_id).join(",");

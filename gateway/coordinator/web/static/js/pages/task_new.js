@@ -7,6 +7,7 @@ let images = []; // what GET /collaborations/<id>/images answered, [] when unava
 const OTHER = "other"; // the image select's choice for a reference typed by hand
 const PINNED = /^(?:[^\s@]+@)?sha256:[0-9a-f]{64}$/;
 const TABLE_LINE = /^([A-Za-z.][A-Za-z0-9._]*)\s*=\s*(\S+)$/;
+let stationNodes = []; // the collaboration's nodes, for the relay's stations
 
 function showFieldsets() {
   const algorithm = form.algorithm.value;
@@ -16,6 +17,36 @@ function showFieldsets() {
     fs.disabled = !on;
   }
   showImageRef();
+  showRelay();
+}
+
+const checkedIds = (name) => $$(`input[name="${name}"]:checked`, form).map((c) => Number(c.value));
+
+// The relay's stations are asked for only with the relay; the script runs at every
+// target node, so with stations chosen one target is usually what is meant: say so,
+// and offer it (a chosen station that is online, else the first chosen).
+function showRelay() {
+  const on = form.algorithm.value === "image" && form.relay.checked;
+  const box = $("#relay-stations");
+  box.hidden = !on;
+  box.disabled = !on;
+  const stations = checkedIds("relay_station");
+  const targets = checkedIds("node_ids");
+  const suggestion = $("#relay-suggestion");
+  const chosen = stationNodes.filter((n) => stations.includes(n.id));
+  const pick = chosen.find((n) => n.online) || chosen[0];
+  suggestion.hidden = !on || !pick || targets.length === 1;
+  if (suggestion.hidden) return;
+  $("#relay-suggestion-text").textContent =
+    `The script runs at every station checked under Stations (${targets.length} now), and each run reaches ` +
+    `the ${chosen.length} station(s) above. To run it once, run it at one station, e.g. ${pick.name}.`;
+  const button = $("#relay-one-target");
+  button.textContent = `Run it at ${pick.name} only`;
+  button.onclick = () => {
+    for (const target of $$('input[name="node_ids"]', form)) target.checked = Number(target.value) === pick.id;
+    showRelay();
+    $(`#node-${pick.id}`).focus();
+  };
 }
 
 // The reference field is for an image the stations do not know yet.
@@ -56,6 +87,25 @@ async function loadStations(orgName) {
         )
       : empty("This collaboration has no stations yet."),
   );
+  stationNodes = nodes;
+  replace(
+    "#relay-station-list",
+    nodes.length
+      ? h(
+          "ul",
+          { class: "checks" },
+          nodes.map((n) =>
+            h(
+              "li",
+              {},
+              h("input", { type: "checkbox", id: `relay-node-${n.id}`, name: "relay_station", value: n.id, checked: true }),
+              h("label", { for: `relay-node-${n.id}` }, `${n.name} — ${n.online ? "online" : "offline"}`),
+            ),
+          ),
+        )
+      : empty("This collaboration has no stations yet."),
+  );
+  showRelay();
   images = [];
   const select = form.image;
   try {
@@ -111,6 +161,9 @@ function validate(values) {
     if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(values.script_name || "")) {
       problems.script_name = ["Letters, digits, '.', '_', '-'; e.g. analysis.py."];
     }
+    if (form.relay.checked && !checkedIds("relay_station").length) {
+      problems.stations = ["Choose at least one station the script reaches, or untick the relay."];
+    }
   }
   if (algorithm === "echo") {
     try {
@@ -144,6 +197,10 @@ function request(values) {
     body.parameters = { script: values.script_name };
     const tables = parseTables(values.tables);
     if (tables && Object.keys(tables).length) body.parameters.tables = tables;
+    if (form.relay.checked) {
+      body.relay = true;
+      body.stations = checkedIds("relay_station");
+    }
     return ["/image-tasks", body];
   }
   body.algorithm = algorithm;
@@ -186,6 +243,10 @@ run(async () => {
   form.collaboration_id.addEventListener("change", () => loadStations(orgName));
   form.algorithm.addEventListener("change", showFieldsets);
   form.image.addEventListener("change", showImageRef);
+  // Ticking the relay, a station or a target may change the suggestion.
+  form.addEventListener("change", (event) => {
+    if (["relay", "relay_station", "node_ids"].includes(event.target.name)) showRelay();
+  });
   showFieldsets();
   await loadStations(orgName);
   form.addEventListener("submit", async (event) => {
