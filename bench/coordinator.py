@@ -7,10 +7,16 @@
 - dispatch: a no-op task (`echo`) to 50 simulated nodes (threads speaking the real
   node-link HTTP API) from submission to the completed central result, with the
   embedded in-process broker and with Redis (a `dsgateway worker` process);
-- idle: 200 node agents connected and long-polling, nothing to do: the coordinator
+- idle: 200 node agents connected and waiting, nothing to do: the coordinator
   process's CPU seconds per minute (from its own CPU times).
 
+The simulated agents (coordinator_parts.SimAgent) do what a real station's agent
+does: one relay exchange long poll that also tells of work, and a work poll only when
+told (`--idle-legacy`: agents from before that, a work long poll and a relay exchange
+long poll each, for comparison).
+
     .venv/bin/python bench/coordinator.py [--trips 200] [--nodes 50] [--agents 200]
+        [--skip relay] [--skip dispatch] [--skip idle] [--idle-legacy]
 
 `bench(**kwargs) -> dict` and `report_lines(results) -> list[str]` serve bench/run.py.
 """
@@ -183,7 +189,7 @@ def bench_dispatch(
         }
     finally:
         for agent in agents:
-            agent.stop.set()
+            agent.close()
         coord.close()
 
 
@@ -191,24 +197,23 @@ def bench_idle(
     work: Path,
     agents: int = 200,
     seconds: float = 60,
-    relay_polls: int = 1,
     heartbeat: float = 20,
     poll_wait: float = 55,
+    legacy: bool = False,
 ) -> dict:
-    """The coordinator's CPU while `agents` idle agents hold their long polls (work, and
-    the relay exchange: one, as an idle real agent keeps) and heartbeat every 20 s, as
-    real ones do; then, on the same coordinator and agents, without heartbeats. Each
-    window is at least one poll long, so every poll is renewed in it."""
+    """The coordinator's CPU while `agents` idle agents hold their long polls (one
+    relay exchange each, which also tells of work, as an idle real station keeps;
+    `legacy`: a work long poll and a relay exchange each, as before work news) and
+    heartbeat every 20 s, as real ones do while they hold runs; then, on the same
+    coordinator and agents, without heartbeats (as idle real ones). Each window is at
+    least one poll long, so every poll is renewed in it."""
     coord = Coordinator(work, {"DSGATEWAY_COORD_THREADS": str(4 * agents + 64)})
     sims: list[SimAgent] = []
     stop, beating = threading.Event(), threading.Event()
     seconds = max(seconds, poll_wait + 5)
     try:
         collab, made = coord.collaboration(agents)
-        sims = [
-            SimAgent(coord.url, n["api_key"], poll_wait, relay_polls=relay_polls).start()
-            for n in made
-        ]
+        sims = [SimAgent(coord.url, n["api_key"], poll_wait, legacy=legacy).start() for n in made]
 
         def beats():
             while not stop.wait(heartbeat):
@@ -237,14 +242,14 @@ def bench_idle(
             "cpu_s_per_min": with_beats,
             "cpu_s_per_min_polls_only": polls_only,
             "threads": proc.num_threads(),
-            "relay_polls": relay_polls,
+            "legacy": legacy,
             "heartbeat_s": heartbeat,
             "poll_wait_s": poll_wait,
         }
     finally:
         stop.set()
         for sim in sims:
-            sim.stop.set()
+            sim.close()
         coord.close()
 
 
@@ -258,6 +263,7 @@ def bench(
     agents: int = 200,
     idle_seconds: float = 60,
     skip: tuple[str, ...] = (),
+    idle_legacy: bool = False,
 ) -> dict:
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="dsgateway-bench-coord-") as tmp:
@@ -277,7 +283,7 @@ def bench(
                     bench_dispatch(work("dispatch-redis"), "redis", nodes, dispatch_repeats, pg)
                 )
         if "idle" not in skip:
-            results["idle"] = bench_idle(work("idle"), agents, idle_seconds)
+            results["idle"] = bench_idle(work("idle"), agents, idle_seconds, legacy=idle_legacy)
     return results
 
 
@@ -312,13 +318,18 @@ def report_lines(results: dict) -> list[str]:
         )
     idle = results.get("idle")
     if idle:
+        polls = (
+            "a work long poll and a relay exchange long poll (agents from before work news)"
+            if idle.get("legacy")
+            else "one relay exchange long poll that also tells of work, as a real idle "
+            "station holds; a work poll only when told"
+        )
         rows.append(
-            f"| {idle['agents']} connected idle node agents (each a work long poll and "
-            f"{idle['relay_polls']} relay exchange long poll of {idle['poll_wait_s']:g} s; "
-            f"no heartbeats, as a real agent sends none while it holds no run): the "
-            f"coordinator process's CPU | <= 1 CPU-s per minute | "
-            f"{idle['cpu_s_per_min_polls_only']:.2f} CPU-s per minute | the same agents "
-            f"also heartbeating every {idle['heartbeat_s']:g} s (as while running): "
+            f"| {idle['agents']} connected idle node agents (each {polls}; "
+            f"{idle['poll_wait_s']:g} s polls; no heartbeats, as a real agent sends none "
+            f"while it holds no run): the coordinator process's CPU | <= 1 CPU-s per "
+            f"minute | {idle['cpu_s_per_min_polls_only']:.2f} CPU-s per minute | the same "
+            f"agents also heartbeating every {idle['heartbeat_s']:g} s (as while running): "
             f"{idle['cpu_s_per_min']:.2f} CPU-s per minute; each over "
             f"{idle['seconds']:.0f} s, from the process's CPU times; {idle['threads']} "
             f"threads | {verdict[idle['cpu_s_per_min_polls_only'] <= 1]} |"
@@ -345,15 +356,23 @@ def report_notes(results: dict) -> list[str]:
                 "  (serialise the all-runs-final check per task, e.g. lock the task row).",
             ]
     idle = results.get("idle")
-    if idle and idle["cpu_s_per_min"] > 1:
+    if idle:
         notes += [
-            f"- Idle: {idle['cpu_s_per_min']:.2f} CPU-s per minute, of which the heartbeats "
-            f"(every {idle['heartbeat_s']:g} s) are about "
-            f"{idle['cpu_s_per_min'] - idle['cpu_s_per_min_polls_only']:.2f}.",
-            "  Meeting 1 CPU-s needs fewer requests per idle agent (no heartbeat while no",
-            "  run is running: the polls already keep a node online; longer polls) or far",
-            "  cheaper ones; the relay keeps one exchange poll per idle station.",
+            "- Idle: waitress' loop looks at every open connection on each turn, and each",
+            "  request costs a few turns, so the cost grows with connections x requests:",
+            "  measured with two long polls per agent (before work news), most of the",
+            "  coordinator's idle CPU was that loop, not the requests' own work. A station",
+            "  now holds one long poll (its relay exchange, which also tells of work;",
+            '  docs/relay.md, "One long poll"): half the requests on half the',
+            "  connections.",
         ]
+        if idle["cpu_s_per_min"] > 1:
+            notes += [
+                f"- Idle with heartbeats: {idle['cpu_s_per_min']:.2f} CPU-s per minute, of "
+                f"which the heartbeats (every {idle['heartbeat_s']:g} s) are about "
+                f"{idle['cpu_s_per_min'] - idle['cpu_s_per_min_polls_only']:.2f}; agents",
+                "  heartbeat only while they hold runs.",
+            ]
     return notes
 
 
@@ -365,6 +384,11 @@ def main() -> int:
     parser.add_argument("--agents", type=int, default=200)
     parser.add_argument("--idle-seconds", type=float, default=60)
     parser.add_argument("--skip", action="append", default=[], help="relay, dispatch or idle")
+    parser.add_argument(
+        "--idle-legacy",
+        action="store_true",
+        help="idle agents as before work news (a work and a relay long poll each)",
+    )
     args = parser.parse_args()
     results = bench(
         args.trips,
@@ -373,6 +397,7 @@ def main() -> int:
         args.agents,
         args.idle_seconds,
         tuple(args.skip),
+        args.idle_legacy,
     )
     print(json.dumps(results, indent=2))
     print("\n".join([*report_lines(results), "", *report_notes(results)]))

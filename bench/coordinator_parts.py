@@ -1,7 +1,8 @@
 """The parts bench/coordinator.py starts: a coordinator process (`python -m
 gateway.coordinator.relay`, admin, collaborations made through its API), `dsgateway
 node run` stations, simulated node agents on the real node-link HTTP API, a fresh
-PostgreSQL database, and a keep-alive client like R's libcurl."""
+PostgreSQL database, and a keep-alive client like R's libcurl. Ports and waiting come
+from the test suite's helpers (tests/functional/stack.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,9 +20,15 @@ from pathlib import Path
 import requests
 import yaml
 
-from gateway.agent.keepalive import KeepAlive
-
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(ROOT))
+
+from gateway.agent.keepalive import KeepAlive  # noqa: E402 (after the path)
+from gateway.agent.link import WorkNews  # noqa: E402
+from tests.functional.stack import free_port as _free_port  # noqa: E402
+from tests.functional.stack import until as _until  # noqa: E402
+
 ADMIN_PASSWORD = "bench-admin-password"  # noqa: S105 - a throw-away local coordinator
 RELAY_SECRET = "bench-relay-secret-0123456789abcdef0123456789"  # noqa: S105
 TEXT = {"Content-Type": "text/plain"}
@@ -30,26 +36,6 @@ REDIS_URL = os.environ.get("DSGATEWAY_BENCH_REDIS", "redis://127.0.0.1:6379/0")
 POSTGRES_URL = os.environ.get(
     "DSGATEWAY_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _until(check, timeout: float, what: str, step: float = 0.1):
-    end = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < end:
-        try:
-            last = check()
-        except requests.RequestException as err:
-            last = err
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(step)
-    raise RuntimeError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 class Client:
@@ -240,20 +226,32 @@ def start_station(coord: Coordinator, node: dict, work: Path) -> tuple[subproces
 
 
 class SimAgent:
-    """A node agent reduced to its node link, speaking the real HTTP API: a work long
-    poll answering every run at once with its parameters (no-op), and, for the idle
-    figure, the relay exchange long polls and heartbeats a real agent keeps. Light on
-    purpose (kept-alive `http.client` connections, as the real relay loop uses): the
-    benchmark's own agents share the machine's two cores with the coordinator."""
+    """A node agent reduced to its node link, speaking the real HTTP API as a real
+    idle station (`dsgateway node run`) does: one relay exchange long poll (a real
+    station's relay loop keeps one waiting once a whole poll brought no call), which
+    also watches for work (`work`/`work_seen`, gateway/coordinator/relay/watch.py);
+    told of work, a work poll that does not wait, answering every run at once with
+    its parameters (no-op). The work loop is the real agent's, on the same
+    `gateway.agent.link.WorkNews`: it long-polls for work itself only while the relay
+    exchange is down. No heartbeats unless asked (`heartbeat()`): a real agent sends
+    them only while it holds runs.
 
-    def __init__(self, url: str, key: str, poll_wait: float, relay_polls: int = 0):
+    `legacy=True`: an agent from before work news (a work long poll and a relay
+    exchange long poll, each held all the time), for comparison.
+
+    Light on purpose (kept-alive `http.client` connections, as the real relay loop
+    uses): the benchmark's own agents share the machine's two cores with the
+    coordinator."""
+
+    def __init__(self, url: str, key: str, poll_wait: float, legacy: bool = False):
         self.url, self.poll_wait = f"{url}/api", poll_wait
         self.headers = {"X-Api-Key": key, "Content-Type": "application/json"}
         self.session_id = os.urandom(16).hex()
         self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self._work, daemon=True)]
-        self.threads += [
-            threading.Thread(target=self._relay, daemon=True) for _ in range(relay_polls)
+        self.news = None if legacy else WorkNews()
+        self.threads = [
+            threading.Thread(target=self._work, daemon=True),
+            threading.Thread(target=self._relay, daemon=True),
         ]
         self._beat = KeepAlive(self.url, timeout=120, proxies=False)
 
@@ -271,27 +269,52 @@ class SimAgent:
             t.start()
         return self
 
+    def close(self) -> None:
+        self.stop.set()
+        if self.news is not None:
+            self.news.close()
+
     def heartbeat(self) -> None:
         self._call(self._beat, "POST", "/node/heartbeat", {"running": []})
 
     def _work(self) -> None:
+        """gateway.agent.agent.Agent._once, without the runs' threads."""
         link = KeepAlive(self.url, timeout=self.poll_wait + 60, proxies=False)
-        path = f"/node/work?wait={self.poll_wait}&session={self.session_id}"
+        limit, more = 10, False
         while not self.stop.is_set():
+            wait = self.poll_wait
+            if more:
+                wait = 0
+            elif self.news is not None:
+                heard = self.news.next(self.poll_wait)
+                if heard in ("idle", "lost"):
+                    continue
+                if heard == "work":
+                    wait = 0
+            path = f"/node/work?wait={wait}&limit={limit}&session={self.session_id}"
             try:
-                for item in self._call(link, "GET", path)["work"]:
+                items = self._call(link, "GET", path)["work"]
+                more = len(items) >= limit
+                for item in items:
                     result = {"status": "completed", "result": {"echo": item["parameters"]}}
                     self._call(link, "POST", f"/node/runs/{item['run_id']}/result", result)
             except (OSError, RuntimeError, http.client.HTTPException):
                 self.stop.wait(1)
 
     def _relay(self) -> None:
+        """gateway.agent.relay.RelayAgent's one waiting worker of an idle station."""
         link = KeepAlive(self.url, timeout=self.poll_wait + 60, proxies=False)
-        body = {"responses": [], "wait": self.poll_wait, "limit": 1}
         while not self.stop.is_set():
+            body = {"responses": [], "wait": self.poll_wait, "limit": 1}
+            if self.news is not None:
+                body["work"] = self.news.seen
             try:
-                self._call(link, "POST", "/node/relay/exchange", body)
+                answer = self._call(link, "POST", "/node/relay/exchange", body)
+                if self.news is not None:
+                    self.news.heard(answer)
             except (OSError, RuntimeError, http.client.HTTPException):
+                if self.news is not None:
+                    self.news.lost()
                 self.stop.wait(1)
 
 

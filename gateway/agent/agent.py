@@ -11,6 +11,10 @@ posts the results, heartbeats, and keeps going through any network fault.
   lists under `cancel` are abandoned (their results are not sent).
 - Any fault of the link: wait, doubling from `backoff_initial` to `backoff_max` with
   jitter, and try again; a coordinator restart looks the same.
+- With `news` (a station that relays: its relay exchange also tells it of work, see
+  gateway.agent.link.WorkNews), the work loop holds no long poll while the
+  coordinator watches for it: it waits to be told, then polls without waiting. An
+  idle station then costs the coordinator one long poll (the relay's), not two.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from gateway.agent.config import AgentConfig
 from gateway.agent.executors import Executor, RunOutcome
-from gateway.agent.link import CoordinatorLink, LinkDown, Rejected
+from gateway.agent.link import CoordinatorLink, LinkDown, Rejected, WorkNews
 
 __all__ = ["Agent"]
 
@@ -31,10 +35,18 @@ log = logging.getLogger(__name__)
 
 
 class Agent:
-    def __init__(self, config: AgentConfig, link: CoordinatorLink, executor: Executor):
+    def __init__(
+        self,
+        config: AgentConfig,
+        link: CoordinatorLink,
+        executor: Executor,
+        news: WorkNews | None = None,
+    ):
         self.config = config
         self.link = link
         self.executor = executor
+        self.news = news
+        self._more = False  # the last poll was a full batch: look again without a signal
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._running: set[int] = set()
@@ -60,6 +72,8 @@ class Agent:
     def stop(self, timeout: float = 10) -> None:
         self._stop.set()
         self._slot_freed.set()
+        if self.news is not None:
+            self.news.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
         for t in self._threads:
             t.join(timeout)
@@ -96,6 +110,7 @@ class Agent:
         if not self._registered:
             self.link.heartbeat_reset(self.running)
             self._registered = True
+            self._connected()
         self._flush_outbox()
         free = self.config.max_concurrent_runs - len(self.running)
         if free <= 0:
@@ -104,14 +119,29 @@ class Agent:
             return
         # Results waiting to go out: poll without waiting so they are retried soon.
         wait = 0 if self._outbox else self.config.poll_wait
+        if self._more:
+            wait = 0
+        elif not self._outbox and self.news is not None:
+            heard = self.news.next(self.config.poll_wait)
+            if heard == "idle":  # the relay exchange watches; nothing yet
+                return
+            if heard == "lost":  # as after a failed poll: tell the coordinator again
+                self._registered = False
+                return
+            if heard == "work":
+                wait = 0
         items = self.link.work(wait=wait, limit=free)
-        if not self.connected:
-            log.info("connected to the coordinator at %s", self.config.api_url)
-        self.connected = True
+        self._more = len(items) >= free  # a full batch: more may be waiting
+        self._connected()
         if self._stop.is_set():
             return  # stopping: the coordinator hands these out again after a restart
         for item in items:
             self._start_run(item)
+
+    def _connected(self) -> None:
+        if not self.connected:
+            log.info("connected to the coordinator at %s", self.config.api_url)
+        self.connected = True
 
     def _lost(self, why: str) -> None:
         if self.connected:

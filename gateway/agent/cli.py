@@ -34,7 +34,7 @@ def run(config_file: str, log_level: str) -> None:
     from gateway.agent.agent import Agent
     from gateway.agent.config import AgentConfig, AgentConfigError
     from gateway.agent.dispatch import executor_for_station
-    from gateway.agent.link import CoordinatorLink
+    from gateway.agent.link import CoordinatorLink, WorkNews
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     try:
@@ -65,13 +65,17 @@ def run(config_file: str, log_level: str) -> None:
         executor = executor_for_station(cfg, link, app, node_cfg, server)
     except AgentConfigError as err:
         raise click.ClickException(str(err)) from None
-    agent = Agent(cfg, link, executor).start()
+    # A station that relays hears of work on its relay exchange (one long poll when
+    # idle, not two: docs/relay.md); without a gateway, the agent long-polls for work.
+    news = WorkNews() if server is not None else None
+    agent = Agent(cfg, link, executor, news=news).start()
     click.echo(f"Agent connecting to {cfg.api_url}")
     relay = None
     if server is not None:  # relayed DataSHIELD calls (docs/relay.md) need the gateway
         from gateway.agent.relay import RelayAgent
 
-        relay = RelayAgent.from_config(cfg, key, server.url, gateway_app=app).start()
+        relay = RelayAgent.from_config(cfg, key, server.url, gateway_app=app, news=news)
+        relay.start()
 
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -11,6 +11,11 @@ coordinator's relay listener, carried to this node's own gateway and answered.
   it; idle workers beyond the pollers park). After a whole poll without a call only
   one worker keeps waiting (an idle station costs the coordinator one relay poll);
   the first call brings the second back.
+- With `news` (gateway.agent.link.WorkNews) the exchanges also watch for work: each
+  sends the last `work_seen` as `work`, and an answer saying `work: true` wakes the
+  agent's work loop, which then fetches it. That one exchange is then all an idle
+  station holds open at the coordinator. A link fault, or a coordinator that does not
+  know the field, hands the watching back to the work loop's own long poll.
 - Each call is checked against the node's policy (`policy.collaborations`,
   `policy.users` of the agent's configuration), read from the relay token itself, not
   from what the coordinator says; a refused call is answered 403 in the face's format.
@@ -42,6 +47,7 @@ from werkzeug.test import run_wsgi_app
 
 from gateway.agent.config import Policy
 from gateway.agent.keepalive import KeepAlive
+from gateway.agent.link import WorkNews
 
 __all__ = ["RelayAgent", "policy_refusal"]
 
@@ -121,8 +127,10 @@ class RelayAgent:
         backoff_max: float = 30,
         request_timeout: float = 30,
         gateway_app=None,
+        news: WorkNews | None = None,
     ):
         self.gateway_app = gateway_app  # the gateway's WSGI app, when in this process
+        self.news = news  # work news for the agent's work loop
         self.api_url = api_url.rstrip("/")
         self.gateway_url = gateway_url.rstrip("/")
         self.policy = policy
@@ -150,9 +158,12 @@ class RelayAgent:
         self.refused = 0
 
     @classmethod
-    def from_config(cls, cfg, api_key: str, gateway_url: str, gateway_app=None) -> RelayAgent:
+    def from_config(
+        cls, cfg, api_key: str, gateway_url: str, gateway_app=None, news: WorkNews | None = None
+    ) -> RelayAgent:
         """From the agent's configuration (gateway.agent.config.AgentConfig); with
-        `gateway_app`, calls go into the gateway's WSGI app in this process."""
+        `gateway_app`, calls go into the gateway's WSGI app in this process; with
+        `news`, the exchanges watch for work for the agent."""
         return cls(
             cfg.api_url,
             api_key,
@@ -163,6 +174,7 @@ class RelayAgent:
             backoff_max=cfg.backoff_max,
             request_timeout=cfg.request_timeout,
             gateway_app=gateway_app,
+            news=news,
         )
 
     # ------------------------------------------------------------ life cycle
@@ -258,6 +270,8 @@ class RelayAgent:
         self._backoff = self.backoff_initial
 
     def _link_lost(self, err: Exception) -> None:
+        if self.news is not None:
+            self.news.lost()  # the work loop long-polls until the link is back
         if self.connected:
             log.warning("relay link lost (%s); reconnecting with backoff", err)
         self.connected = False
@@ -270,7 +284,16 @@ class RelayAgent:
     ) -> list[dict]:
         """Deliver `answers`, then wait up to `wait` s for one call; the calls taken."""
         payload = {"responses": [a for _, a in answers], "wait": wait, "limit": 1}
+        news = self.news if self.news is not None and self.news.supported else None
+        if news is not None:
+            payload["work"] = news.seen
         status, _, data = self._post(link, payload, wait)
+        if status in (400, 422) and news is not None and b'"work"' in data:
+            # A coordinator from before work news: the work loop long-polls instead.
+            log.info("the coordinator does not tell work on the relay exchange")
+            news.unsupported()
+            del payload["work"]
+            status, _, data = self._post(link, payload, wait)
         if status == 413 and answers:  # an answer too large for the relay: say so instead
             message = "The node's answer is too large for the relay (MAX_CONTENT_LENGTH)."
             payload["responses"] = [_error_answer(item, 500, message) for item, _ in answers]
@@ -280,6 +303,8 @@ class RelayAgent:
         body = json.loads(data)
         if body.get("unknown"):
             log.info("relay answers nobody waits for any more: %s", body["unknown"])
+        if news is not None:
+            news.heard(body)
         return body["requests"]
 
     def _post(self, link: KeepAlive, payload: dict, wait: float):

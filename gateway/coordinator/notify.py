@@ -9,16 +9,22 @@ lost). Two implementations:
   process as the API (the embedded default).
 - `RedisWorkNotifier`: Redis pub/sub; dispatch in a Celery worker on another machine
   wakes the poll in whichever API process holds it. Pub/sub may drop a message while a
-  connection is re-made, so polls also look again every `recheck` seconds.
+  connection is re-made, so polls also look again every `recheck` seconds, and every
+  node counts as notified once the listener has subscribed again after losing Redis.
+
+Listeners (`add_listener`) hear of every wake-up after the versions have moved: the
+relay hub uses this to end an agent's relay exchange that watches for work
+(gateway/coordinator/relay/watch.py), so an idle agent holds one long poll, not two.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 __all__ = ["LocalWorkNotifier", "RedisWorkNotifier", "WorkNotifier", "make_notifier"]
@@ -35,6 +41,17 @@ class WorkNotifier:
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._versions: dict[int, int] = defaultdict(int)
+        self._listeners: list[Callable[[list[int]], None]] = []
+        # Versions are this object's own counters: the epoch tells one process's (or
+        # one life's) versions from another's when an agent hands one back.
+        self.epoch = secrets.token_hex(4)
+
+    def add_listener(self, listener: Callable[[list[int]], None]) -> None:
+        """`listener(node_ids)` after every wake-up of these nodes (outside the lock)."""
+        self._listeners.append(listener)
+
+    def listen(self) -> None:
+        """Be ready to hear notifications from elsewhere (a no-op in one process)."""
 
     def version(self, node_id: int) -> int:
         with self._cond:
@@ -51,11 +68,18 @@ class WorkNotifier:
                 self._cond.wait(left)
             return True
 
-    def _wake(self, node_ids: Iterable[int]) -> None:
+    def _wake(self, node_ids: Iterable[int] | None) -> None:
+        """Move these nodes' versions (None: every node's), then tell the listeners."""
         with self._cond:
-            for node_id in node_ids:
+            ids = list(self._versions) if node_ids is None else list(node_ids)
+            for node_id in ids:
                 self._versions[node_id] += 1
             self._cond.notify_all()
+        for listener in self._listeners:  # not under the lock: they take their own
+            try:
+                listener(ids)
+            except Exception:  # a listener's fault must not lose the notification
+                log.exception("work notifier listener failed")
 
     def notify(self, node_ids: Iterable[int]) -> None:
         raise NotImplementedError
@@ -85,6 +109,7 @@ class RedisWorkNotifier(WorkNotifier):
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        self._subscribed = threading.Event()
 
     def _ensure_listener(self) -> None:
         # Started on first wait, so worker processes (which only notify) never subscribe.
@@ -95,13 +120,25 @@ class RedisWorkNotifier(WorkNotifier):
                 )
                 self._thread.start()
 
+    def listen(self) -> None:
+        """Started, and subscribed (waiting a little the first time): a notification
+        published before the subscription would reach nobody here."""
+        if self._thread is None:
+            self._ensure_listener()
+            self._subscribed.wait(2.0)
+
     def _listen(self) -> None:
         backoff = 0.5
+        lost = False
         while not self._stop.is_set():
             try:
                 pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(self._channel)
                 backoff = 0.5
+                self._subscribed.set()
+                if lost:  # messages published meanwhile are gone: everyone looks again
+                    lost = False
+                    self._wake(None)
                 while not self._stop.is_set():
                     message = pubsub.get_message(timeout=1.0)
                     if message and message.get("type") == "message":
@@ -109,6 +146,7 @@ class RedisWorkNotifier(WorkNotifier):
                         self._wake(ids)
             except Exception as err:  # Redis away: wait and subscribe again
                 log.warning("work notifier lost Redis (%s); retrying", err)
+                lost = True
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
 

@@ -2,7 +2,11 @@
 in-memory Celery transport with its worker thread, no Redis): tasks run end to end,
 agents reconnect after the coordinator goes away, a restarted agent loses nothing, the
 node's policy has the last word, and the `aggregate` algorithm runs through a real
-gateway (R) as the researcher who created the task."""
+gateway (R) as the researcher who created the task.
+
+Agents come in two kinds: without a relay (they long-poll for work) and as stations
+do (`station=True`: a relay loop whose exchange also tells of work, and a work poll
+only when told; gateway.agent.link.WorkNews)."""
 
 from __future__ import annotations
 
@@ -14,7 +18,8 @@ import pytest
 from gateway.agent.agent import Agent
 from gateway.agent.config import AgentConfig, Policy
 from gateway.agent.executors import ALGORITHMS, GatewayExecutor
-from gateway.agent.link import CoordinatorLink
+from gateway.agent.link import CoordinatorLink, WorkNews
+from gateway.agent.relay import RelayAgent
 from gateway.coordinator import create_app, db
 from gateway.coordinator.celery_app import EmbeddedWorker
 from gateway.coordinator.migrate import upgrade
@@ -53,7 +58,7 @@ def coordinator(tmp_path):
     world.user("alice", orgs[0], ("researcher", None, world.study))
     world.user("mallory", orgs[1], ("researcher", None, world.study))
     world.server = server
-    agents: list[Agent] = []
+    agents: list = []  # Agent and RelayAgent
     world.agents = agents
     try:
         yield world
@@ -69,7 +74,12 @@ def coordinator(tmp_path):
 
 
 def start_agent(
-    world, name: str, functions=None, policy_algorithms=("echo", "sum", "slow"), **policy
+    world,
+    name: str,
+    functions=None,
+    policy_algorithms=("echo", "sum", "slow"),
+    station: bool = False,
+    **policy,
 ) -> Agent:
     algorithms = None if policy_algorithms is None else frozenset(policy_algorithms)
     policy = {"algorithms": algorithms, **policy}
@@ -83,8 +93,13 @@ def start_agent(
         policy=Policy(**policy),
     )
     link = CoordinatorLink(cfg.api_url, world.keys[name], cfg.request_timeout)
-    agent = Agent(cfg, link, GatewayExecutor(None, cfg.policy, functions)).start()
+    news = WorkNews() if station else None
+    agent = Agent(cfg, link, GatewayExecutor(None, cfg.policy, functions), news=news).start()
     world.agents.append(agent)
+    if station:  # no relay call reaches the (absent) gateway in these tests
+        relay = RelayAgent.from_config(cfg, world.keys[name], "http://127.0.0.1:9", news=news)
+        agent.relay = relay.start()
+        world.agents.append(agent.relay)
     return agent
 
 
@@ -117,10 +132,11 @@ def result(world, task_id: int):
     return r.json["value"]
 
 
-def test_three_agents_run_tasks_end_to_end(coordinator):
+@pytest.mark.parametrize("station", [False, True], ids=["agents", "stations"])
+def test_three_agents_run_tasks_end_to_end(coordinator, station):
     w = coordinator
     for name, value in (("node-a", 1), ("node-b", 10), ("node-c", 100)):
-        start_agent(w, name, node_value(value))
+        start_agent(w, name, node_value(value), station=station)
     started = time.monotonic()
     tasks = [create_task(w) for _ in range(5)]
     for task in tasks:
@@ -165,10 +181,11 @@ def test_a_noop_task_on_fifty_nodes(coordinator):
     assert time.monotonic() - started < 15  # about 1 s here; loose for shared machines
 
 
-def test_an_agent_reconnects_when_the_coordinator_comes_back(coordinator):
+@pytest.mark.parametrize("station", [False, True], ids=["agent", "station"])
+def test_an_agent_reconnects_when_the_coordinator_comes_back(coordinator, station):
     w = coordinator
     w.server.stop()  # the coordinator is down when the agent starts
-    agent = start_agent(w, "node-a", node_value(7))
+    agent = start_agent(w, "node-a", node_value(7), station=station)
     time.sleep(0.5)
     assert agent.connected is False
     task = create_task(w, node_ids=w.nodes[:1])  # in-process: the database is there
@@ -184,7 +201,8 @@ def test_an_agent_reconnects_when_the_coordinator_comes_back(coordinator):
     until(lambda: agent.connected, 10, "the agent to be connected")
 
 
-def test_a_restarted_agent_loses_nothing(coordinator):
+@pytest.mark.parametrize("station", [False, True], ids=["agent", "station"])
+def test_a_restarted_agent_loses_nothing(coordinator, station):
     w = coordinator
     release = threading.Event()
 
@@ -192,11 +210,13 @@ def test_a_restarted_agent_loses_nothing(coordinator):
         release.wait(30)
         return 1
 
-    first = start_agent(w, "node-a", {**ALGORITHMS, "slow": slow})
+    first = start_agent(w, "node-a", {**ALGORITHMS, "slow": slow}, station=station)
     task = create_task(w, algorithm="slow", node_ids=w.nodes[:1])
     until(lambda: first.running, 10, "the first agent to start the run")
     first.stop(timeout=0.5)  # killed mid-run: its result never comes
-    second = start_agent(w, "node-a", {**ALGORITHMS, "slow": lambda _c, _p: 2})
+    if station:
+        first.relay.stop(timeout=0.5)
+    second = start_agent(w, "node-a", {**ALGORITHMS, "slow": lambda _c, _p: 2}, station=station)
     done = final(w, task["id"])
     assert done["status"] == "completed" and result(w, task["id"]) == {str(w.nodes[0]): 2}
     release.set()
@@ -207,6 +227,32 @@ def test_a_restarted_agent_loses_nothing(coordinator):
     runs = w.client.get(f"/api/tasks/{task['id']}/runs", headers=w.as_user("alice")).json
     assert [r["attempts"] for r in runs] == [2]
     assert w.count(Run) == 1
+
+
+def test_an_idle_station_holds_only_its_relay_exchange_and_is_told_of_work(coordinator):
+    """A station's work loop holds no long poll while its relay exchange watches: it
+    polls for work only when told, without waiting, and the work runs."""
+    w = coordinator
+    seen: list[tuple[str, str]] = []  # (path, the wait asked for) of the node link
+    inner = w.app.wsgi_app
+
+    def counting(environ, start_response):
+        if environ["PATH_INFO"].startswith("/api/node/"):
+            query = dict(p.partition("=")[::2] for p in environ["QUERY_STRING"].split("&"))
+            seen.append((environ["PATH_INFO"], query.get("wait", "")))
+        return inner(environ, start_response)
+
+    w.app.wsgi_app = counting
+    agent = start_agent(w, "node-a", node_value(5), station=True)
+    exchanges = lambda: sum(p == "/api/node/relay/exchange" for p, _ in seen)  # noqa: E731
+    until(lambda: exchanges() >= 3, 20, "three relay exchanges")  # a few idle poll periods
+    assert [p for p, _ in seen if p == "/api/node/work"] == []
+    assert agent.news.seen  # the coordinator watches for it
+    task = create_task(w, node_ids=w.nodes[:1])
+    assert final(w, task["id"])["status"] == "completed"
+    assert result(w, task["id"]) == 5
+    polls = [wait for p, wait in seen if p == "/api/node/work"]
+    assert polls and all(float(wait) == 0 for wait in polls), polls
 
 
 def test_the_nodes_policy_has_the_last_word(coordinator):

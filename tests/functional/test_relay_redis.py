@@ -1,14 +1,18 @@
 """The relay through Redis (RELAY_HUB=redis): the relay listener of one coordinator
 app and the agent's relay poll on ANOTHER app (as two API processes would be), sharing
 only Redis and the database; a relayed session against the real gateway, and the
-hub's rules (one answer, by its node only; a node that stops polling)."""
+hub's rules (one answer, by its node only; a node that stops polling); and work news on
+the agent's exchange with the Redis notifier across processes."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
+import redis
 
 from gateway.agent.config import Policy
 from gateway.agent.relay import RelayAgent
@@ -122,3 +126,76 @@ def test_a_relayed_session_across_two_api_processes(tmp_path, redis_url, gateway
         api.stop()
         for app in (front, back):
             db.engine(app).dispose()
+
+
+def test_work_news_on_the_exchange_across_processes(tmp_path, redis_url):
+    """The Redis notifier and hub: an agent's exchange waiting in one API process ends
+    when a dispatch in ANOTHER process (a Celery worker's, here a child process)
+    notifies its node; a node with nothing new keeps waiting."""
+    url = f"sqlite:///{tmp_path / 'coordinator.db'}"
+    upgrade(url)
+    queue = f"work-news-{time.time_ns()}"
+    app = create_app(
+        {
+            "DATABASE_URL": url,
+            "INSTANCE_PATH": str(tmp_path / "instance"),
+            "SECRET_KEY": "work-news-" + "k" * 40,
+            "PASSWORD_HASH_METHOD": "scrypt:1024:8:1",
+            "RELAY_HUB": "redis",
+            "WORK_NOTIFIER": "redis",
+            "REDIS_URL": redis_url,
+            "CELERY_QUEUE": queue,
+            "LONG_POLL_MAX": 60,
+        }
+    )
+    world = World(app, app.test_client())
+    orgs = world.org("Hospital A"), world.org("Hospital B")
+    study = world.collaboration("study", *orgs)
+    node_a, node_b = (world.node(f"node-{c}", o, study) for c, o in zip("ab", orgs, strict=True))
+    exchange = "/api/node/relay/exchange"
+    seen = {
+        name: app.test_client().post(exchange, headers=world.as_node(name), json={"work": ""})
+        for name in ("node-a", "node-b")
+    }
+    assert all(r.status_code == 200 and r.json["work"] is False for r in seen.values())
+    # The API process listens (the first watching exchange subscribed it).
+    channel = f"{queue}:work"
+    listeners = redis.Redis.from_url(redis_url)
+    until(lambda: dict(listeners.pubsub_numsub(channel))[channel.encode()], 10, "a subscriber")
+    out: dict = {}
+
+    def wait(name):
+        body = {"wait": 60, "work": seen[name].json["work_seen"]}
+        r = app.test_client().post(exchange, headers=world.as_node(name), json=body)
+        out[name] = r.json
+
+    waiters = {name: threading.Thread(target=wait, args=(name,)) for name in ("node-a", "node-b")}
+    for t in waiters.values():
+        t.start()
+    hub = hub_of(app)
+    until(lambda: all(hub._watching.get(n) for n in (node_a, node_b)), 10, "both waiting")
+    notify = (
+        "import sys; from gateway.coordinator.notify import RedisWorkNotifier; "
+        "RedisWorkNotifier(sys.argv[1], sys.argv[2]).notify([int(sys.argv[3])])"
+    )
+    subprocess.run([sys.executable, "-c", notify, redis_url, channel, str(node_a)], check=True)
+    waiters["node-a"].join(30)  # half its wait: it ended because of the notification
+    assert not waiters["node-a"].is_alive()
+    assert out["node-a"]["work"] is True and out["node-a"]["requests"] == []
+    assert waiters["node-b"].is_alive()  # node b had nothing: still waiting
+    try:
+        # A relay call ends node b's wait, with no work news.
+        answer = {}
+        caller = threading.Thread(
+            target=lambda: answer.setdefault("a", hub.call(node_b, {"path": "/x"}, timeout=20))
+        )
+        caller.start()
+        waiters["node-b"].join(30)
+        assert out["node-b"]["work"] is False
+        (call,) = out["node-b"]["requests"]
+        assert hub.respond(node_b, call["id"], {"status": 200}) is True
+        caller.join(30)
+        assert answer["a"] == {"status": 200}
+    finally:
+        app.extensions["dsgateway_coordinator"].notifier.close()
+        db.engine(app).dispose()

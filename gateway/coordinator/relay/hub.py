@@ -23,6 +23,7 @@ import secrets
 import threading
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,8 +104,12 @@ class RelayHub:
             except ValueError:
                 pass
 
-    def take(self, node_id: int, wait: float, limit: int) -> list[RelayCall]:
-        """The node's queued calls (at most `limit`), waiting up to `wait` s for one."""
+    def take(
+        self, node_id: int, wait: float, limit: int, woken: Callable[[], bool] | None = None
+    ) -> list[RelayCall]:
+        """The node's queued calls (at most `limit`), waiting up to `wait` s for one.
+        With `woken`, the wait also ends (with no calls) once `woken()` is true; it is
+        asked again after every `poke` of this node."""
         end = time.monotonic() + wait
         cond = self._cond(node_id)
         with self._lock:
@@ -115,12 +120,20 @@ class RelayHub:
                     if queue:
                         return [queue.popleft() for _ in range(min(limit, len(queue)))]
                     left = end - time.monotonic()
-                    if left <= 0:
+                    if left <= 0 or (woken is not None and woken()):
                         return []
                     cond.wait(left)
             finally:
                 self._polling[node_id] -= 1
                 self._last_poll[node_id] = time.monotonic()
+
+    def poke(self, node_ids: Iterable[int]) -> None:
+        """Have these nodes' waiting `take`s ask their `woken` again."""
+        with self._lock:
+            for node_id in node_ids:
+                cond = self._conds.get(node_id)
+                if cond is not None:
+                    cond.notify_all()
 
     def respond(self, node_id: int, call_id: str, response: dict[str, Any]) -> bool:
         """Hand the node's answer to the waiting request. False if no request of this
@@ -146,7 +159,9 @@ class RedisRelayHub:
     - `<prefix>:q:<node>`: the node's queue of calls (a list of JSON);
     - `<prefix>:c:<call>`: the node a waiting call is for (deleted by its one answer);
     - `<prefix>:a:<call>`: the answer, popped by the waiting listener;
-    - `<prefix>:poll:<node>`: present while the node polls, and `grace` s after.
+    - `<prefix>:poll:<node>`: present while the node polls, and `grace` s after;
+    - `<prefix>:w:<node>`: a wake-up for a `take` with `woken` (pushed by `poke` in a
+      process where such a take waits, after its `woken()` has become true).
 
     Calls are still not kept beyond the caller's wait: if Redis or the listener goes,
     the caller's connection goes too.
@@ -158,6 +173,9 @@ class RedisRelayHub:
         self._redis = redis.Redis.from_url(url)
         self.prefix = prefix
         self.grace = grace
+        # takes with `woken` waiting in this process, per node: only those are poked
+        self._watching: dict[int, int] = defaultdict(int)
+        self._watch_lock = threading.Lock()
 
     def _key(self, kind: str, ident: Any) -> str:
         return f"{self.prefix}:{kind}:{ident}"
@@ -195,17 +213,33 @@ class RedisRelayHub:
             pipe.lrem(queue, 0, payload)  # never taken: nobody will answer
             pipe.execute()
 
-    def take(self, node_id: int, wait: float, limit: int) -> list[RelayCall]:
+    def take(
+        self, node_id: int, wait: float, limit: int, woken: Callable[[], bool] | None = None
+    ) -> list[RelayCall]:
         poll, queue = self._key("poll", node_id), self._key("q", node_id)
+        wake = self._key("w", node_id)
         self._redis.set(poll, 1, ex=int(wait + self.grace) + 1)
+        if woken is not None:
+            with self._watch_lock:
+                self._watching[node_id] += 1
         try:
             raw = []
-            first = self._redis.brpop([queue], timeout=wait) if wait > 0 else None
-            if first is not None:
-                raw.append(first[1])
-            elif wait <= 0:
+            if wait <= 0:
                 one = self._redis.rpop(queue)
                 raw += [one] if one is not None else []
+            end = time.monotonic() + wait
+            keys = [queue] if woken is None else [queue, wake]
+            while not raw:
+                left = end - time.monotonic()
+                if left <= 0 or (woken is not None and woken()):
+                    break
+                # (a timeout that rounds to 0 ms would block for ever)
+                got = self._redis.brpop(keys, timeout=max(left, 0.01))
+                if got is None:
+                    break
+                if got[0].decode() == queue:
+                    raw.append(got[1])
+                # else a wake-up: ask `woken` again (it may be another process's)
             if raw and limit > 1:
                 raw += self._redis.rpop(queue, limit - 1) or []
             calls = []
@@ -218,7 +252,27 @@ class RedisRelayHub:
                 calls.append(RelayCall(node_id, data["request"], id=data["id"]))
             return calls
         finally:
+            if woken is not None:
+                with self._watch_lock:
+                    self._watching[node_id] -= 1
+                    if self._watching[node_id] <= 0:
+                        del self._watching[node_id]
             self._redis.set(poll, 1, ex=max(1, round(self.grace)))
+
+    def poke(self, node_ids: Iterable[int]) -> None:
+        """Wake this process's waiting `take`s (with `woken`) of these nodes: at most one
+        wake-up is kept per node (it expires), and none for nodes nobody here waits for."""
+        with self._watch_lock:
+            ids = [n for n in node_ids if self._watching.get(n)]
+        if not ids:
+            return
+        pipe = self._redis.pipeline()
+        for node_id in ids:
+            wake = self._key("w", node_id)
+            pipe.delete(wake)
+            pipe.rpush(wake, 1)
+            pipe.expire(wake, 60)
+        pipe.execute()
 
     def respond(self, node_id: int, call_id: str, response: dict[str, Any]) -> bool:
         owner = self._key("c", call_id)

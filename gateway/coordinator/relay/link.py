@@ -4,7 +4,9 @@ A node receives only calls bound for it and can answer only those.
 
 - `POST /node/relay/exchange`: the agent's usual request: the answers of the calls it
   has just handled, then (same request) a long poll for the next calls. A relayed call
-  then costs one request on the node link instead of two.
+  then costs one request on the node link instead of two. Sent with `work`, the same
+  wait also ends when the node has work (`work: true` in the answer; watch.py), so an
+  idle station holds this one long poll and no work poll.
 - `GET /node/relay` and `POST /node/relay/responses`: the poll and the answers apart
   (older agents, and tools).
 
@@ -46,6 +48,12 @@ def hub():
     from gateway.coordinator.relay import hub_of
 
     return hub_of(current_app)
+
+
+def watch_of(app):
+    from gateway.coordinator.relay import watch_of
+
+    return watch_of(app)
 
 
 _KEYS = "dsgateway_relay_node_keys"  # app.extensions: key hash -> (until, node)
@@ -133,11 +141,21 @@ def responses(body):
 def exchange(body):
     node = current_node()
     out = _deliver(node.id, body["responses"])
+    wait = min(float(body["wait"]), float(current_app.config["LONG_POLL_MAX"]))
+    watch = look = woken = None
+    if body["work"] is not None:  # the agent wants to hear of work here
+        watch = watch_of(current_app)
+        look = watch.look(node.id, body["work"])
+        if look.waiting:
+            wait = 0  # say so at once
+        woken = functools.partial(watch.moved, look)
     calls = []
     if body["limit"] > 0:
-        wait = min(float(body["wait"]), float(current_app.config["LONG_POLL_MAX"]))
-        calls = hub().take(node.id, wait, body["limit"])
-    return {**out, "requests": [{**c.request, "id": c.id} for c in calls]}
+        calls = hub().take(node.id, wait, body["limit"], woken)
+    out["requests"] = [{**c.request, "id": c.id} for c in calls]
+    if watch is not None:
+        out.update(watch.news(look))
+    return out
 
 
 def _deliver(node_id: int, items: list[dict]) -> dict:

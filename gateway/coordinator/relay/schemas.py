@@ -83,9 +83,25 @@ class RelayExchangeIn(Schema):
         metadata={"description": "Seconds to wait for a relay call (capped by LONG_POLL_MAX)."},
     )
     limit = fields.Int(load_default=1, validate=validate.Range(min=0, max=100))
+    work = fields.Str(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(max=64),
+        metadata={
+            "description": "To hear of work here as well: the last answer's `work_seen` "
+            '("" at first). The wait then also ends when the node has work to fetch '
+            "(`GET /api/node/work?wait=0`); an idle agent needs no work long poll."
+        },
+    )
 
 
 class RelayExchangeOut(Schema):
     accepted = fields.List(fields.Str(), required=True)
     unknown = fields.List(fields.Str(), required=True)
     requests = fields.List(fields.Nested(RelayRequestOut), required=True)
+    work = fields.Bool(
+        metadata={"description": "With `work` sent: the node has work waiting; fetch it."}
+    )
+    work_seen = fields.Str(
+        metadata={"description": "With `work` sent: send this as `work` next time."}
+    )
