@@ -316,6 +316,10 @@ def test_a_call_a_disclosure_filter_refuses_is_blocked_in_the_console(open_page,
     events = page.locator("#events tbody tr")
     rows = [events.nth(i).inner_text() for i in range(events.count())]
     assert any("relay.call" in r and "/execute" in r for r in rows), rows
+    # The relayed call with its expression, and the size of the refusal that left.
+    call = events.filter(has_text="relay.call").filter(has_text=f"POST /execute {refused}")
+    size = page.evaluate(f"({len(r.content)}).toLocaleString()")
+    assert call.first.locator("td").last.inner_text() == f"{size} B"
     assert any("run.result" in r and "invalid counts present" in r for r in rows), rows
     badges = set(events.locator(".badge").all_inner_texts())
     assert badges == {"blocked"}
