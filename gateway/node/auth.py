@@ -22,7 +22,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import jwt
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -42,6 +42,8 @@ class User:
     name: str
     projects: frozenset[str] | None = None  # None: every project of this node
     via: str = "password"  # "password" or "token": for the audit log
+    # A token's `exp` (epoch seconds): a login cookie issued on it must not outlive it.
+    expires: float | None = field(default=None, compare=False)
 
     def can_read(self, project: str) -> bool:
         return self.projects is None or project in self.projects
@@ -149,7 +151,7 @@ class Authenticator:
             raise Unauthorized(BAD_TOKEN)
         if not isinstance(projects, list) or not all(isinstance(p, str) for p in projects):
             raise Unauthorized(BAD_TOKEN)
-        return User(name, frozenset(projects), "token")
+        return User(name, frozenset(projects), "token", expires=float(claims["exp"]))
 
     # -------------------------------------------------------- headers
 

@@ -1,9 +1,11 @@
 """The Opal face: the part of Opal's REST API (under /ws) that DataSHIELD clients use.
 
 Clients: the Python `datashield` + `datashield-opal` packages and R's DSOpal (through
-opalr). Every request carries credentials: `Authorization: Basic <b64>` (Python),
-`Authorization: X-Opal-Auth <b64>` (opalr), a token in `X-Opal-Auth: <token>`, or
-`Authorization: Bearer <jwt>`.
+opalr). Credentials: `Authorization: Basic <b64>` (Python, on every request),
+`Authorization: X-Opal-Auth <b64>` or a token in `X-Opal-Auth: <token>` (opalr), or
+`Authorization: Bearer <jwt>`. opalr sends them ONLY on its login check
+(`GET /ws/system/subject-profile/_current`) and then relies on Opal's session cookie
+`opalsid`, so that call sets one and later calls may carry just the cookie.
 
 Table names. Opal names a table `datasource.table`; here a datasource is a project and
 a table is `folder.table`, so `project.folder.table` names one table. Because the
@@ -15,10 +17,12 @@ unique in the project. Datasource listings show the `folder.table` names only.
 from __future__ import annotations
 
 import re
+import secrets
 import struct
+import threading
 import time
 
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from gateway.node.audit_outcomes import command_outcome
 from gateway.node.errors import BadRequest, Forbidden, GatewayError, NotFound, Unauthorized
@@ -48,7 +52,61 @@ def _version_header(response: Response) -> Response:
     return response
 
 
+COOKIE = "opalsid"  # Opal's session cookie; opalr reads this name from the login answer
+
+
+class _Logins:
+    """opalsid -> user. The cookie is a random 256-bit token issued at a login check made
+    with credentials. It lapses after the node's idle timeout without use, and never
+    outlives the token it was issued on."""
+
+    MAX = 10_000
+
+    def __init__(self) -> None:
+        self._items: dict[str, tuple[object, float]] = {}  # token -> (user, last use)
+        self._lock = threading.Lock()
+
+    def add(self, user) -> str:
+        token = secrets.token_urlsafe(32)
+        with self._lock:
+            if len(self._items) >= self.MAX:
+                for key in list(self._items)[: self.MAX // 10]:  # the oldest logins
+                    del self._items[key]
+            self._items[token] = (user, time.monotonic())
+        return token
+
+    def get(self, token: str | None, idle: float):
+        if not token:
+            return None
+        with self._lock:
+            item = self._items.get(token)
+            if item is None:
+                return None
+            user, used = item
+            expires = getattr(user, "expires", None)
+            if time.monotonic() - used > idle or (expires is not None and time.time() > expires):
+                del self._items[token]
+                return None
+            self._items[token] = (user, time.monotonic())
+            return user
+
+    def pop(self, token: str | None) -> None:
+        if token:
+            with self._lock:
+                self._items.pop(token, None)
+
+
+def _logins() -> _Logins:
+    return current_app.extensions["dsgateway.opal.logins"]
+
+
+@bp.record_once
+def _init(state) -> None:
+    state.app.extensions.setdefault("dsgateway.opal.logins", _Logins())
+
+
 def _caller():
+    """Who calls: credentials in a header win; without them, the opalsid cookie."""
     note(face=FACE)
     services = node()
     authorization = request.headers.get("Authorization")
@@ -58,7 +116,13 @@ def _caller():
     elif token:
         user = services.authenticator.from_bearer(token.strip())
     else:
-        raise Unauthorized("Authentication required.")
+        cookie = request.cookies.get(COOKIE)
+        user = _logins().get(cookie, services.config.limits.idle_timeout)
+        if user is None:
+            if cookie:
+                raise Unauthorized("Unknown or expired session: log in again.")
+            raise Unauthorized("Authentication required.")
+        g.opal_cookie_login = True
     g.user = user
     note(user=user)
     return user
@@ -88,14 +152,32 @@ def subject_profile():
     note(action="login-check")
     user = _caller()
     realm = "dsgateway-token" if getattr(user, "via", "") == "token" else "dsgateway"
-    return jsonify({"principal": user.name, "realm": realm, "groups": [], "otpEnabled": False})
+    response = jsonify({"principal": user.name, "realm": realm, "groups": [], "otpEnabled": False})
+    if not g.get("opal_cookie_login"):
+        # opalr's login: later calls carry only this cookie (see the module's docstring).
+        response.set_cookie(
+            COOKIE,
+            _logins().add(user),
+            path="/",
+            httponly=True,
+            samesite="Lax",
+            secure=request.is_secure,
+        )
+    return response
 
 
 @bp.delete("/auth/session/_current")
-def logout():
+@bp.delete("/auth/session/<sid>")
+def logout(sid: str = "_current"):
+    """Opal's logout; opalr names its session id (the opalsid value) in the path."""
     note(action="logout")
     _caller()
-    return Response(status=200)
+    cookie = request.cookies.get(COOKIE)
+    if sid in ("_current", cookie):
+        _logins().pop(cookie)
+    response = Response(status=200)
+    response.delete_cookie(COOKIE, path="/")
+    return response
 
 
 @bp.get("/system/conf/taxonomies")
@@ -437,6 +519,9 @@ def _assigned(cmd, is_async: bool) -> Response:
 
 @bp.put("/datashield/session/<session_id>/symbol/<symbol>")
 def assign_expr(session_id, symbol):
+    if request.mimetype == "application/x-opal":
+        # DSOpal assigns a table this way: the body is its name, not R code.
+        return assign_table(session_id, symbol, read_body().strip())
     note(action="assign")
     _, session = _session(session_id)
     check_symbol(symbol)
