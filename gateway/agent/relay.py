@@ -187,6 +187,8 @@ class RelayAgent:
 
     def stop(self, timeout: float = 5) -> None:
         self._stop.set()
+        if self.news is not None:
+            self.news.lost()  # nobody watches for work any more: the work loop polls
         with self._cond:
             self._cond.notify_all()
             threads = list(self._threads)

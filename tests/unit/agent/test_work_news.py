@@ -65,3 +65,63 @@ def test_again_and_close():
     news.close()  # the agent stops: the loop is not kept waiting
     loop.join(30)
     assert out == ["idle"]
+
+
+def test_a_stopped_relay_loop_hands_the_watching_back():
+    from gateway.agent.config import Policy
+    from gateway.agent.relay import RelayAgent
+
+    news = WorkNews()
+    relay = RelayAgent("http://127.0.0.1:9/api", "k", "http://127.0.0.1:9", Policy(), news=news)
+    relay.stop(0)  # never started: nothing to join
+    assert news.next(0) == "lost" and news.next(0) == "poll"
+
+
+def test_a_coordinator_that_refuses_the_field_gets_exchanges_without_it():
+    """An older coordinator answers 400 naming `work` (unknown field): the relay loop
+    sends its exchanges without it from then on, and the work loop long-polls."""
+    import json
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from gateway.agent.config import Policy
+    from gateway.agent.relay import RelayAgent
+
+    bodies: list[dict] = []
+
+    class OldCoordinator(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            bodies.append(body)
+            if "work" in body:
+                status, out = 400, {"message": "Bad input.", "errors": {"work": ["Unknown."]}}
+            else:
+                status, out = 200, {"accepted": [], "unknown": [], "requests": []}
+                threading.Event().wait(0.05)  # a short poll
+            data = json.dumps(out).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *_):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), OldCoordinator)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    news = WorkNews()
+    url = f"http://127.0.0.1:{server.server_port}/api"
+    relay = RelayAgent(url, "k", "http://127.0.0.1:9", Policy(), poll_wait=1, news=news)
+    relay.start()
+    try:
+        for _ in range(500):
+            if len(bodies) >= 4:
+                break
+            threading.Event().wait(0.01)
+        assert news.supported is False
+        assert news.next(0) == "lost" and news.next(0) == "poll"
+        assert "work" in bodies[0]
+        assert all("work" not in b for b in bodies[-2:])
+    finally:
+        relay.stop(1)
+        server.shutdown()
