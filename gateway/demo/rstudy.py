@@ -34,18 +34,38 @@ nodes <- api("GET", paste0("/nodes?collaboration_id=", study$id), access)
 builder <- newDSLoginBuilder()
 for (node in nodes) {
   token <- api("POST", "/auth/relay-token", access, list(node_id = node$id))$token
-  builder$append(server = node$name, url = relay, token = token,
-                 driver = "ArmadilloDriver", profile = "default",
+  # dsBaseClient turns server names into R code (ds.table): "station-a" would not parse.
+  builder$append(server = gsub("[^A-Za-z0-9_]", "_", node$name), url = relay,
+                 token = token, driver = "ArmadilloDriver", profile = "default",
                  table = "ms/registry/covid19")
 }
 conns <- datashield.login(builder$build(), assign = TRUE, symbol = "D")
 
-print(ds.dim("D", datasources = conns))
-print(ds.mean("D$age", type = "both", datasources = conns))
-print(ds.var("D$edss", type = "both", datasources = conns))
-print(ds.table("D$dmt", "D$severe", datasources = conns))
+dims <- ds.dim("D", datasources = conns)
+print(dims)
+age <- ds.mean("D$age", type = "both", datasources = conns)
+print(age)
+edss <- ds.var("D$edss", type = "both", datasources = conns)
+print(edss)
+# station-c holds cells of 1 or 2 patients: it refuses, the others are combined
+tab <- ds.table("D$dmt", "D$severe", datasources = conns)
+print(tab$output.list$TABLES.COMBINED_all.sources_counts)
 fit <- ds.glm(severe ~ dmt + age + sex + edss, data = "D", family = "binomial",
-              datasources = conns)
+              datasources = conns, viewIter = FALSE)
 print(fit$coefficients)
 datashield.logout(conns)
+
+# The numbers, for comparing with the Python study (study.json), if asked for.
+out <- Sys.getenv("DSG_R_RESULTS")
+if (nzchar(out)) {
+  jsonlite::write_json(list(
+    dims = as.numeric(dims[[length(dims)]]),
+    age_mean = age$Global.Mean[1, "EstimatedMean"],
+    edss_var = edss$Global.Variance[1, "EstimatedVar"],
+    table = tab$output.list$TABLES.COMBINED_all.sources_counts,
+    glm = list(names = rownames(fit$coefficients),
+               estimate = unname(fit$coefficients[, "Estimate"]),
+               se = unname(fit$coefficients[, "Std. Error"]))
+  ), out, digits = NA, auto_unbox = TRUE)
+}
 """
