@@ -315,6 +315,12 @@ check("asNumericDS (assign): a numeric vector",
 safely(assign("three", as.symbol("c(1,2,3)")))
 check("c (assign, vectorDS): a vector", identical(safely(aggregate(call("lengthDS", "three"))),
                                                   3L))
+# ds.c itself sends cDS(list(...)) (paste0 in R/ds.c.R); dsBase 6.3.3 allows it only at
+# the 'permissive' or 'avocado' privacy level, so at the default 'banana' it is BLOCKED
+out <- tryCatch(assign("agec", as.symbol(paste0("cDS(list(", paste("D$age", collapse = ","), "))"))),
+                error = function(e) conditionMessage(e))
+check("cDS (assign, ds.c): blocked as in dsBase at the default privacy level",
+      is.character(out) && grepl("BLOCKED: The server is running in .non-permissive. mode", out))
 
 POST(handle = h, path = "/logout")
 cat("1..", count, "\n", sep = "")

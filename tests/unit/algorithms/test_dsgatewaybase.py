@@ -329,6 +329,18 @@ def test_vector_ds_is_c_and_blocked_when_not_permissive():
     assert out["error"].startswith("BLOCKED:")
 
 
+def test_c_ds_is_what_ds_c_sends_and_as_dsbase_blocked_by_default():
+    # dsBaseClient 6.3.3's ds.c sends cDS(list(...)); dsBase allows it only under the
+    # 'permissive' or 'avocado' level, so at the default 'banana' it is refused.
+    out = ds_call("dsGatewayBase::cDS(base::list(x, y))", setup="x <- c(1, 2)\ny <- 3:5\n")
+    assert not out["ok"] and out["error"].startswith("BLOCKED:")
+    avocado = 'options(datashield.privacyControlLevel = "avocado")\nx <- c(1, 2)\ny <- 3:5\n'
+    out = ds_call("dsGatewayBase::cDS(base::list(x, y))", setup=avocado)
+    assert out["ok"] and out["value"] == [1, 2, 3, 4, 5]
+    out = ds_call("dsGatewayBase::cDS(base::list(x))", setup=avocado)  # 2 < nfilter.tab
+    assert out["ok"] and out["value"] == [None, None]
+
+
 # ---------------------------------------------------------------------------
 # Phase 2: univariate summaries
 

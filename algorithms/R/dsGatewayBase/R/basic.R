@@ -47,3 +47,17 @@ vectorDS <- function(...) {
   .checkPrivacyControlLevel(c("permissive", "banana"))
   c(...)
 }
+
+#' Concatenate objects (assign): what dsBaseClient's ds.c sends, `cDS(list(...))`.
+#'
+#' As dsBase 6.3.3: only under the 'permissive' or 'avocado' privacy control level (so
+#' blocked at the default 'banana'), and a result shorter than nfilter.tab comes back
+#' as missing values.
+cDS <- function(objs) {
+  .checkPrivacyControlLevel(c("permissive", "avocado"))
+  x <- unlist(objs)
+  if (length(x) < getDisclosureSetting("nfilter.tab")) {
+    x <- if (length(x) == 0) c() else rep(NA, length(x))
+  }
+  x
+}
