@@ -204,9 +204,12 @@ def bench_idle(
     """The coordinator's CPU while `agents` idle agents hold their long polls (one
     relay exchange each, which also tells of work, as an idle real station keeps;
     `legacy`: a work long poll and a relay exchange each, as before work news) and
-    heartbeat every 20 s, as real ones do while they hold runs; then, on the same
-    coordinator and agents, without heartbeats (as idle real ones). Each window is at
-    least one poll long, so every poll is renewed in it."""
+    send no heartbeats (as idle real ones: they beat only while they hold runs); then,
+    on the same coordinator and agents, heartbeating every 20 s as while running.
+    The idle window comes first: heartbeats of the other window would spill into it
+    (a round in flight at its start, the heartbeats' connections kept open for the
+    server's channel timeout). Each window is at least one poll long, so every poll
+    is renewed in it."""
     coord = Coordinator(work, {"DSGATEWAY_COORD_THREADS": str(4 * agents + 64)})
     sims: list[SimAgent] = []
     stop, beating = threading.Event(), threading.Event()
@@ -216,12 +219,12 @@ def bench_idle(
         sims = [SimAgent(coord.url, n["api_key"], poll_wait, legacy=legacy).start() for n in made]
 
         def beats():
-            while not stop.wait(heartbeat):
-                if beating.is_set():
-                    for sim in sims:
-                        sim.heartbeat()
+            beating.wait()
+            while not stop.is_set():
+                for sim in sims:
+                    sim.heartbeat()
+                stop.wait(heartbeat)
 
-        beating.set()
         threading.Thread(target=beats, daemon=True).start()
         _until(lambda: _online(coord, collab, agents), 120, "the idle agents")
         time.sleep(5)  # let the start-up settle
@@ -233,9 +236,9 @@ def bench_idle(
             after = proc.cpu_times()
             return ((after.user - before.user) + (after.system - before.system)) * 60 / seconds
 
-        with_beats = cpu_per_min()
-        beating.clear()
         polls_only = cpu_per_min()
+        beating.set()
+        with_beats = cpu_per_min()
         return {
             "agents": agents,
             "seconds": seconds,
