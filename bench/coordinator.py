@@ -361,13 +361,15 @@ def report_notes(results: dict) -> list[str]:
     idle = results.get("idle")
     if idle:
         notes += [
-            "- Idle: waitress' loop looks at every open connection on each turn, and each",
-            "  request costs a few turns, so the cost grows with connections x requests:",
-            "  measured with two long polls per agent (before work news), most of the",
-            "  coordinator's idle CPU was that loop, not the requests' own work. A station",
-            "  now holds one long poll (its relay exchange, which also tells of work;",
-            '  docs/relay.md, "One long poll"): half the requests on half the',
-            "  connections.",
+            "- Idle: each agent holds one long poll, as a real station does (its relay",
+            '  exchange also tells of work; docs/relay.md, "One long poll"); before, it also',
+            "  held a work long poll: twice the requests on twice the connections",
+            "  (`bench/coordinator.py --skip relay --skip dispatch --idle-legacy`). Where the",
+            "  rest goes (per thread, quiet machine): the exchanges themselves about half",
+            "  (an idle one re-checks the API key and writes `last_seen`), waitress' loop",
+            "  (it looks at every open connection on each turn) a fifth, and the embedded",
+            "  Celery worker polling its in-memory queue every 50 ms, there without agents",
+            "  too, a quarter. CPU per request grows with the machine's load.",
         ]
         if idle["cpu_s_per_min"] > 1:
             notes += [
