@@ -4,7 +4,9 @@ settings, database and relay hub.
 - Armadillo API at the root: R's DSMolgenisArmadillo builds absolute paths, so no path
   prefix can name the node; the bearer relay token does (its `node` claim).
 - Opal API under `/nodes/<node_id>/ws/...` (Opal clients take a base URL with a path);
-  the token must be for that node.
+  the token must be for that node. R's opalr sends the token only on its login check,
+  then only cookies: the relay sets its own session cookie (cookie.py), from which a
+  later call's token is taken and checked exactly as one sent in a header.
 
 Every call: the relay token is verified (signature, issuer, expiry, audience = the
 node's, the collaboration is the node's, the user exists, is active and is still a
@@ -21,6 +23,7 @@ its gateway.
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import threading
 import time
@@ -36,6 +39,7 @@ from gateway.coordinator import audit, db
 from gateway.coordinator.authz import Principal
 from gateway.coordinator.models import Node, User
 from gateway.coordinator.relay.auditor import CallAuditor, call_detail, relayed_outcome
+from gateway.coordinator.relay.cookie import COOKIE, CookieSealer, cookie_path
 
 __all__ = ["Grant", "RelayRefused", "create_relay_app"]
 
@@ -67,6 +71,7 @@ class Grant:
     node_id: int
     node_name: str
     collaboration_id: int
+    expires: float = 0.0  # the token's `exp` (epoch seconds)
 
 
 class RelayRefused(Exception):
@@ -111,6 +116,35 @@ def _token(face: str) -> str | None:
     return None
 
 
+def _without_relay_cookie(header: str) -> str:
+    """The client's Cookie header less the relay's own cookie: the node gets the token
+    in Authorization, never the sealed cookie."""
+    kept = [
+        part.strip()
+        for part in header.split(";")
+        if part.strip() and part.split("=", 1)[0].strip() != COOKIE
+    ]
+    return "; ".join(kept)
+
+
+def _node_cookie_path(set_cookie: str, node_id: int) -> str:
+    """A node gateway's Set-Cookie on the Opal face, its Path moved under the node's
+    prefix: the cookies of two nodes behind one relay host never meet in a jar."""
+    parts = set_cookie.split(";")
+    for i, part in enumerate(parts[1:], start=1):
+        name, _, value = part.strip().partition("=")
+        if name.lower() == "path":
+            value = value.strip()
+            if value == "/" or value.startswith("/ws"):
+                inner = "" if value == "/" else value[len("/ws") :]
+                parts[i] = f" Path={cookie_path(node_id)}{inner}"
+    return ";".join(parts)
+
+
+def _is_logout(face: str, method: str, path: str) -> bool:
+    return face == "opal" and method == "DELETE" and path.startswith("/ws/auth/session")
+
+
 def create_relay_app(coordinator_app: Flask) -> Flask:
     from gateway.coordinator.app import services
     from gateway.coordinator.relay import hub_of
@@ -127,6 +161,7 @@ def create_relay_app(coordinator_app: Flask) -> Flask:
     tokens = services(coordinator_app).tokens
     auditor = CallAuditor(coordinator_app)
     app.extensions["relay_auditor"] = auditor
+    sealer = CookieSealer(cfg["SECRET_KEY"])
 
     def verify(token: str, face: str, path_node: int | None) -> tuple[User, Node, dict]:
         key = tokens.relay_key
@@ -198,7 +233,8 @@ def create_relay_app(coordinator_app: Flask) -> Flask:
         audit.record(action, node, outcome=outcome, **fields)
 
     cache_ttl = float(cfg.get("RELAY_AUTH_CACHE", 5))
-    grants: dict[tuple[str, int | None], tuple[float, Grant]] = {}
+    # Keyed by the token's digest: no bearer token is kept here in plain form.
+    grants: dict[tuple[bytes, int | None], tuple[float, Grant]] = {}
     grants_lock = threading.Lock()
 
     def grant_for(token: str, face: str, path_node: int | None) -> Grant:
@@ -206,14 +242,20 @@ def create_relay_app(coordinator_app: Flask) -> Flask:
         session's many /lastcommand polls then cost no database reads. A membership
         taken away takes effect within that time; refusals are never remembered."""
         now = time.monotonic()
-        key = (token, path_node)
+        key = (hashlib.sha256(token.encode("utf-8")).digest(), path_node)
         with grants_lock:
             hit = grants.get(key)
         if hit is not None and hit[0] > now:
             return hit[1]
         user, node, claims = verify(token, face, path_node)
         grant = Grant(
-            user.id, user.username, user.organization_id, node.id, node.name, node.collaboration_id
+            user.id,
+            user.username,
+            user.organization_id,
+            node.id,
+            node.name,
+            node.collaboration_id,
+            float(claims["exp"]),
         )
         if cache_ttl > 0:
             until = min(now + cache_ttl, now + float(claims["exp"]) - time.time())
@@ -223,15 +265,54 @@ def create_relay_app(coordinator_app: Flask) -> Flask:
                 grants[key] = (until, grant)
         return grant
 
+    def set_relay_cookie(response: Response, token: str, grant: Grant) -> None:
+        """After a call authorised by a header token: the cookie opalr's later calls
+        carry (unless the one sent already holds this very token)."""
+        held = request.cookies.get(COOKIE)
+        if held and sealer.open(held, grant.node_id) == token:
+            return
+        lifetime = int(grant.expires - time.time())
+        value = sealer.seal(token, grant.node_id)
+        if lifetime <= 0 or value is None:
+            return
+        response.set_cookie(
+            COOKIE,
+            value,
+            max_age=lifetime,  # never beyond the token's expiry
+            path=cookie_path(grant.node_id),
+            httponly=True,
+            samesite="Strict",
+            secure=request.is_secure,
+        )
+
+    def clear_relay_cookie(response: Response, node_id: int) -> None:
+        response.delete_cookie(
+            COOKIE,
+            path=cookie_path(node_id),
+            httponly=True,
+            samesite="Strict",
+            secure=request.is_secure,
+        )
+
     def relay(face: str, path: str, path_node: int | None) -> Response:
         token = _token(face)
+        from_cookie = False
+        logout = _is_logout(face, request.method, path)
+        if token is None and face == "opal" and request.cookies.get(COOKIE):
+            token = sealer.open(request.cookies[COOKIE], path_node)
+            from_cookie = True
         if token is None:
             if face == "armadillo" and path == "/actuator/info":
                 return jsonify({"app": "dsgateway relay"})  # no OIDC: the client uses token=
-            return _error(face, 401, "Send a relay token: Authorization: Bearer <token>.")
+            if not from_cookie:
+                return _error(face, 401, "Send a relay token: Authorization: Bearer <token>.")
         started = time.monotonic()
         grant = None
         try:
+            if token is None:  # a cookie that does not open: altered, or another node's
+                raise RelayRefused(
+                    401, "Invalid relay session cookie: log in again with the relay token."
+                )
             with coordinator_app.app_context():
                 grant = grant_for(token, face, path_node)
                 if not hub.connected(grant.node_id):
@@ -257,14 +338,30 @@ def create_relay_app(coordinator_app: Flask) -> Flask:
                 node = s.get(Node, node_id) if node_id is not None else None
                 record("relay.refused", "refused", user, node, detail)
                 db.commit()
-            return _error(face, err.status, err.message)
+            refusal = _error(face, err.status, err.message)
+            if from_cookie or logout:  # a cookie that opens nothing is of no more use
+                clear_relay_cookie(refusal, path_node)
+            return refusal
         body = request.get_data()
+        headers = []
+        for name in REQUEST_HEADERS:
+            value = request.headers.get(name)
+            if value is None:
+                continue
+            if name == "Cookie":
+                value = _without_relay_cookie(value)
+            elif from_cookie and name in ("Authorization", "X-Opal-Auth"):
+                continue  # the cookie's token is the credential: nothing else goes on
+            if value:
+                headers.append([name, value])
+        if from_cookie:
+            headers.append(["Authorization", f"Bearer {token}"])
         outgoing = {
             "face": face,
             "method": request.method,
             "path": path,
             "query": request.query_string.decode("latin-1"),
-            "headers": [[h, request.headers[h]] for h in REQUEST_HEADERS if h in request.headers],
+            "headers": headers,
             "body": base64.b64encode(body).decode("ascii"),
             "user": grant.user_name,
             "collaboration_id": grant.collaboration_id,
@@ -293,7 +390,14 @@ def create_relay_app(coordinator_app: Flask) -> Flask:
                     continue
                 if face == "opal" and name.lower() == "location" and value.startswith("/ws"):
                     value = f"/nodes/{grant.node_id}{value}"
+                if face == "opal" and name.lower() == "set-cookie":
+                    value = _node_cookie_path(value, grant.node_id)
                 response.headers.add(name, value)
+        if face == "opal":
+            if logout:
+                clear_relay_cookie(response, grant.node_id)
+            elif not from_cookie and status < 400:
+                set_relay_cookie(response, token, grant)
         detail["status"] = status
         # The expression (only of the calls that carry one) and the answer's size.
         detail.update(call_detail(face, request.method, path, body, answer_body))
