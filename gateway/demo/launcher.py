@@ -36,7 +36,7 @@ import yaml
 
 from gateway.demo.registry import SITES, TABLE, write_registry
 
-__all__ = ["DemoError", "DemoFederation", "Researcher", "stop_recorded"]
+__all__ = ["DemoError", "DemoFederation", "Researcher", "station_profiles", "stop_recorded"]
 
 MARKER = ".dsgateway-demo"
 PROJECT = TABLE.split("/")[0]
@@ -53,6 +53,25 @@ class DemoError(RuntimeError):
 class Researcher:
     username: str
     password: str
+
+
+def station_profiles(seed: int) -> dict:
+    """A station's DataSHIELD profiles. `datashield.seed` is the station's own secret
+    seed: the server functions that add random noise (ds.histogram's blurred range and
+    its probabilistic method, among others) refuse to run without it, and a fixed seed
+    gives the same noise to the same question, so asking again and averaging reveals
+    nothing (docs/guides/data-stewards.md)."""
+    return {
+        "default": {
+            "packages": ["dsGatewayBase"],
+            "options": {"datashield.seed": seed},
+        }
+    }
+
+
+def _station_seed() -> int:
+    # Each station its own, unknown to researchers: as a steward would choose it.
+    return secrets.randbelow(2**31 - 2) + 1
 
 
 def _free_port() -> int:
@@ -233,7 +252,7 @@ class DemoFederation:
                 "audience": node["audience"],
                 "secret_env": "DSGATEWAY_RELAY_SECRET",
             },
-            "profiles": {"default": {"packages": ["dsGatewayBase"]}},
+            "profiles": station_profiles(_station_seed()),
             "limits": {"warm_workers": 1},
             "server": {"port": _free_port()},
         }

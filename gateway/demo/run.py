@@ -21,16 +21,16 @@ __all__ = ["DemoError", "r_clients_available", "run_demo"]
 
 def _r_library(echo) -> str:
     """An R library holding dsGatewayBase, the stations' server package: the one named
-    by DSGATEWAY_R_LIB (as `make` sets it), else the per-user one, installed once."""
+    by DSGATEWAY_R_LIB (as `make` sets it, and keeps current), else the per-user one,
+    installed again whenever this dsgateway ships another package (serverpkg.py)."""
+    from gateway.demo.serverpkg import ensure_current
     from gateway.node import rpackage
 
     named = os.environ.get(rpackage.LIBRARY_ENV)
     if named and rpackage.is_installed(named):
         return named
     target = rpackage.user_library()
-    if not rpackage.is_installed(target):
-        echo(f"Installing the built-in R server package into {target} (once) ...")
-        rpackage.install(target)
+    ensure_current(target, echo)
     return str(target)
 
 

@@ -104,6 +104,16 @@ def test_the_demos_r_study_through_the_relay(real_r, tmp_path, monkeypatch):
     ab = data[data["station"] != "station-c"]
     counts = pd.crosstab(ab["dmt"], ab["severe"])  # rows: the levels in order; no NA
     assert np.array(r["table"])[:-1, :2].tolist() == counts[[0.0, 1.0]].to_numpy().tolist()
+    # ds.histogram works now that the demo's stations set datashield.seed: each station's
+    # counts in the combined bins, its small cells (1 or 2) zeroed, then summed
+    breaks = np.array(r["histogram"]["breaks"])
+    expected = np.zeros(len(breaks) - 1, dtype=int)
+    for _, rows in data.groupby("station"):
+        counts = pd.cut(rows["age"].dropna().astype(float), breaks, include_lowest=True)
+        station = counts.value_counts(sort=False).to_numpy().copy()
+        station[(station > 0) & (station < 3)] = 0  # nfilter.tab = 3
+        expected += station
+    assert r["histogram"]["counts"] == expected.tolist()
     tidy = python["glm"]["tidy"]
     assert r["glm"]["names"] == list(tidy)
     for name, estimate, se in zip(*(r["glm"][k] for k in ("names", "estimate", "se")), strict=True):
