@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from gateway.coordinator.models import RUN_FINAL, Node, Run, Task, utcnow
 
 __all__ = [
+    "PENDING_RUNS_OF_NODE",
     "all_runs_final",
     "claim_runs",
     "extend_leases",
@@ -32,7 +33,9 @@ OPEN = ("pending", "started")
 
 # Built once: an idle agent's poll runs this every time, and building the statement
 # costs more CPU than running it (SQLAlchemy caches the compiled form by structure).
-_PENDING_FOR_NODE = (
+# PENDING_RUNS_OF_NODE: the runs a work poll of node `node_id` would claim at `now`
+# (also asked, with limit 1, by the relay's work watch).
+PENDING_RUNS_OF_NODE = (
     select(Run.id)
     .join(Task, Task.id == Run.task_id)
     .where(
@@ -41,9 +44,8 @@ _PENDING_FOR_NODE = (
         Task.status == "running",
         Task.deadline > bindparam("now"),
     )
-    .order_by(Run.id)
-    .limit(bindparam("limit"))
 )
+_PENDING_FOR_NODE = PENDING_RUNS_OF_NODE.order_by(Run.id).limit(bindparam("limit"))
 
 
 def claim_runs(

@@ -46,16 +46,7 @@ ADMIN_PASSWORD = "deploy-admin-" + secrets.token_hex(8)
 STATIONS = {"station-a": 1, "station-b": 2}  # name: seed of its synthetic data
 
 
-def _run(args: list[str], env: dict | None = None, timeout: float = 900, check=True):
-    proc = subprocess.run(
-        args, capture_output=True, text=True, timeout=timeout, env=env, check=False
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
-            f"\n{proc.stdout[-2000:]}"
-        )
-    return proc
+_run = deploy_images.run
 
 
 def _until(check, timeout: float, what: str, step: float = 1.0):

@@ -28,27 +28,15 @@ import threading
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, select
-
 from gateway.coordinator import db
-from gateway.coordinator.models import Run, Task, utcnow
+from gateway.coordinator.models import utcnow
 from gateway.coordinator.notify import WorkNotifier
+from gateway.coordinator.runs import PENDING_RUNS_OF_NODE
 
 __all__ = ["Look", "WorkWatch"]
 
-# Runs a work poll of this node would claim now (see runs.claim_runs). Built once:
-# building the statement costs more than running it.
-_WORK_WAITING = (
-    select(Run.id)
-    .join(Task, Task.id == Run.task_id)
-    .where(
-        Run.node_id == bindparam("node_id"),
-        Run.status == "pending",
-        Task.status == "running",
-        Task.deadline > bindparam("now"),
-    )
-    .limit(1)
-)
+# Runs a work poll of this node would claim now: one is enough to know.
+_WORK_WAITING = PENDING_RUNS_OF_NODE.limit(1)
 
 
 @dataclass(frozen=True)
