@@ -8,7 +8,9 @@ Two deployments, one interface:
   `reject_on_worker_lost`: a task is acknowledged only when it has finished, so a worker
   killed mid-task leaves it to be delivered again (the tasks are idempotent).
 - Embedded (`memory://`, the default): kombu's in-memory transport, consumed by a Celery
-  worker running in a thread of the coordinator process (`EmbeddedWorker`). The same
+  worker running in a thread of the coordinator process (`EmbeddedWorker`); its
+  subclass in memory_transport.py wakes the worker when a message is put instead of
+  polling the queues every 50 ms, so an idle coordinator stays asleep. The same
   task code, the same `delay()` calls, asynchronous like production, no Redis. Chosen
   over `task_always_eager` because eager tasks would run inside the HTTP request that
   queued them: an agent posting the last result would wait for the aggregation, and a
@@ -50,9 +52,17 @@ def _fresh_connections(**_kw: Any) -> None:
         db.engine(app).dispose(close=False)
 
 
+# The embedded broker's transport: kombu's memory transport that waits for a put
+# instead of polling (memory_transport.py). Set as `broker_transport`, it wins over the
+# URL's `memory` scheme for every connection of the app, its publishers included (their
+# puts are what wake the worker), and the URL stays `memory://`.
+EMBEDDED_TRANSPORT = "gateway.coordinator.memory_transport:Transport"
+
+
 def _transport_options(app: Flask) -> dict[str, Any]:
     if is_embedded(app):
-        # The in-memory channel is polled; 50 ms keeps dispatch prompt at little cost.
+        # Only if waiting for messages ever fails: the transport then polls the
+        # in-memory channel, and 50 ms keeps dispatch prompt.
         return {"polling_interval": 0.05}
     # Redis: a task not acknowledged within an hour (its worker died) is delivered again.
     return {"visibility_timeout": 3600}
@@ -68,6 +78,7 @@ def celery_init_app(app: Flask) -> Celery:
     celery_app.config_from_object(
         {
             "broker_url": app.config["CELERY_BROKER_URL"],
+            "broker_transport": EMBEDDED_TRANSPORT if is_embedded(app) else None,
             "result_backend": app.config["CELERY_RESULT_BACKEND"],
             "task_default_queue": app.config["CELERY_QUEUE"],
             "task_ignore_result": True,
