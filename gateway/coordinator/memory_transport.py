@@ -27,7 +27,6 @@ for a `memory://` broker URL); the Redis mode does not touch it.
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 from time import monotonic
 from typing import Any
@@ -112,7 +111,7 @@ class Transport(memory.Transport):
                 pass
             wait = RECHECK if deadline is None else min(RECHECK, deadline - monotonic())
             if wait <= 0:
-                raise socket.timeout()
+                raise TimeoutError()  # socket.timeout, what kombu and Celery catch
             try:
                 ARRIVALS.wait(seen, wait)
             except Exception:
