@@ -11,9 +11,11 @@
 #                           relay token; then conns holds one connection per station
 #
 # The script is evaluated with these defined:
-#   conns       DSI connections (one, "node"; or one per station through the relay)
+#   conns       DSI connections (one, "node"; or one per station through the relay,
+#               named by station with letters, digits and "_" only: node-a is node_a)
 #               when DSI and DSMolgenisArmadillo are installed (the published
-#               image), else NULL; use dsBaseClient as usual:
+#               image), else NULL; use dsBaseClient as usual (conns is also found
+#               when `datasources` is left out):
 #               ds.mean("D$age", type = "combine", datasources = conns)
 #   stations    the station names (DSGATEWAY_STATIONS), or character(0)
 #   dsg_aggregate(expr, station = NULL), dsg_assign(symbol, expr, station = NULL),
@@ -22,7 +24,8 @@
 #               `station`: one of `stations` (through the relay), NULL: this node
 #   parameters  the parsed parameters.json;  output_dir  "/output"
 #   write_json(name, value)  writes output_dir/name
-# Exit status 0 means success.
+# Exit status 0 means success. On an error the log shows it and, with DSI, each
+# station's own error (DSI::datashield.errors(), which nobody can ask for afterwards).
 
 suppressPackageStartupMessages({
   library(httr)
@@ -141,11 +144,39 @@ write_json <- function(name, value) {
 
 # ------------------------------------------------------------ DSI, when installed
 
+# DSI connection names for station names. dsBaseClient pastes server names into R code
+# that it parses (ds.table: `TABLE.STUDY.<name>_row.props=`), so "node-a" breaks it
+# (checked with dsBaseClient 6.3.3): letters, digits and "_", a letter first, unique.
+.dsg_server_names <- function(names) {
+  out <- gsub("[^A-Za-z0-9_]", "_", names)
+  out <- ifelse(grepl("^[A-Za-z]", out), out, paste0("s_", out))
+  make.unique(out, sep = "_")
+}
+
+# What DSI kept of the last call's failures at each station: the message DSI stops with
+# only says to call datashield.errors(), which the researcher cannot do after the run.
+.dsg_print_dsi_errors <- function() {
+  errors <- tryCatch(DSI::datashield.errors(), error = function(e) NULL)
+  if (length(errors) == 0) return(invisible())
+  cat("DataSHIELD errors (DSI::datashield.errors()):\n", file = stderr())
+  for (name in names(errors)) {
+    cat("  ", name, ": ", paste(errors[[name]], collapse = " "), "\n", file = stderr(), sep = "")
+  }
+}
+
 conns <- NULL
 has_dsi <- requireNamespace("DSI", quietly = TRUE) &&
   requireNamespace("DSMolgenisArmadillo", quietly = TRUE)
 tables <- parameters$tables
 if (is.null(tables)) tables <- list()
+for (symbol in names(tables)) {
+  if (!is.character(tables[[symbol]]) || length(tables[[symbol]]) != 1) {
+    fail(sprintf("`tables`: %s must be a table name such as \"demo/cohort/patients\".", symbol))
+  }
+}
+if (length(tables) > 0 && (is.null(names(tables)) || !all(nzchar(names(tables))))) {
+  fail("`tables` must map symbols to table names: {\"D\": \"demo/cohort/patients\"}.")
+}
 
 run <- function() {
   if (has_dsi) {
@@ -153,9 +184,11 @@ run <- function() {
     builder <- DSI::newDSLoginBuilder()
     if (length(.stations) > 0) {
       # Every target station through the relay: the token names the node.
-      for (s in .stations) {
+      servers <- .dsg_server_names(stations)
+      for (i in seq_along(.stations)) {
+        s <- .stations[[i]]
         builder$append(
-          server = s$name, url = s$url, token = s$token,
+          server = servers[[i]], url = s$url, token = s$token,
           driver = "ArmadilloDriver", profile = gateway_profile
         )
       }
@@ -192,6 +225,7 @@ status <- tryCatch(
   },
   error = function(e) {
     cat("Error: ", conditionMessage(e), "\n", file = stderr(), sep = "")
+    if (has_dsi) .dsg_print_dsi_errors()
     1L
   },
   finally = {
