@@ -158,7 +158,7 @@ write_json <- function(name, value) {
 .dsg_print_dsi_errors <- function() {
   errors <- tryCatch(DSI::datashield.errors(), error = function(e) NULL)
   if (length(errors) == 0) return(invisible())
-  cat("DataSHIELD errors (DSI::datashield.errors()):\n", file = stderr())
+  cat("DataSHIELD errors of the last DSI call (DSI::datashield.errors()):\n", file = stderr())
   for (name in names(errors)) {
     cat("  ", name, ": ", paste(errors[[name]], collapse = " "), "\n", file = stderr(), sep = "")
   }

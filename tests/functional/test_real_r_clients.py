@@ -269,7 +269,7 @@ def test_a_failing_r_image_run_logs_each_stations_error(
     assert done.returncode == 1, done.stdout + done.stderr
     log = done.stderr
     assert "Error: There are some DataSHIELD errors" in log, log
-    assert "DataSHIELD errors (DSI::datashield.errors()):" in log, log
+    assert "DataSHIELD errors of the last DSI call (DSI::datashield.errors()):" in log, log
     for server in ("node_a", "node_b"):
         line = next(x for x in log.splitlines() if x.startswith(f"  {server}: "))
         assert "nosuchDS" in line, log
