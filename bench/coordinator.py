@@ -367,9 +367,9 @@ def report_notes(results: dict) -> list[str]:
             "  (`bench/coordinator.py --skip relay --skip dispatch --idle-legacy`). Where the",
             "  rest goes (per thread, quiet machine): the exchanges themselves about half",
             "  (an idle one re-checks the API key and writes `last_seen`), waitress' loop",
-            "  (it looks at every open connection on each turn) a fifth, and the embedded",
-            "  Celery worker polling its in-memory queue every 50 ms, there without agents",
-            "  too, a quarter. CPU per request grows with the machine's load.",
+            "  (it looks at every open connection on each turn) a fifth. The embedded",
+            "  Celery worker no longer polls its in-memory queue (it waits for a message;",
+            "  docs/coordinator.md). CPU per request grows with the machine's load.",
         ]
         if idle["cpu_s_per_min"] > 1:
             notes += [
