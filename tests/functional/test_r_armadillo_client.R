@@ -34,24 +34,14 @@ login <- function(password = Sys.getenv("DSG_PASSWORD"), profile = "default") {
   }
 }
 
-failures <- 0
-count <- 0
 safely <- function(expr) {
   tryCatch(expr, error = function(e) {
     cat("#   error:", conditionMessage(e), "\n")
     NULL
   })
 }
-check <- function(name, ok) {
-  count <<- count + 1
-  # `ok` is a promise: forcing it here turns an error into a failed check.
-  if (isTRUE(safely(ok))) {
-    cat("ok", count, "-", name, "\n")
-  } else {
-    failures <<- failures + 1
-    cat("not ok", count, "-", name, "\n")
-  }
-}
+# The shared TAP helpers (check, close_to, must), next to this script.
+source(file.path(dirname(sub("^--file=", "", grep("^--file=", commandArgs(FALSE), value = TRUE)[1])), "tap.R"))
 check_error <- function(name, expr, pattern) {
   msg <- tryCatch({
     force(expr)

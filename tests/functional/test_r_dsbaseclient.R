@@ -21,21 +21,8 @@ user <- Sys.getenv("DSG_USER")
 password <- Sys.getenv("DSG_PASSWORD")
 table <- Sys.getenv("DSG_TABLE")
 
-failures <- 0
-count <- 0
-check <- function(name, ok) {
-  count <<- count + 1
-  ok <- tryCatch(isTRUE(ok), error = function(e) {
-    cat("#   error:", conditionMessage(e), "\n")
-    FALSE
-  })
-  if (ok) {
-    cat("ok", count, "-", name, "\n")
-  } else {
-    failures <<- failures + 1
-    cat("not ok", count, "-", name, "\n")
-  }
-}
+# The shared TAP helpers (check, close_to, must), next to this script.
+source(file.path(dirname(sub("^--file=", "", grep("^--file=", commandArgs(FALSE), value = TRUE)[1])), "tap.R"))
 
 # ---- DSI + DSMolgenisArmadillo over HTTP (login, async commands, /lastresult)
 

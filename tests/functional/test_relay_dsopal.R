@@ -19,34 +19,8 @@ suppressPackageStartupMessages({
 options(datashield.progress = FALSE)
 
 env <- function(name) Sys.getenv(name)
-failures <- 0
-count <- 0
-check <- function(name, ok) {
-  count <<- count + 1
-  ok <- tryCatch(isTRUE(ok), error = function(e) {
-    cat("#   error:", conditionMessage(e), "\n")
-    FALSE
-  })
-  if (ok) {
-    cat("ok", count, "-", name, "\n")
-  } else {
-    failures <<- failures + 1
-    cat("not ok", count, "-", name, "\n")
-  }
-}
-close_to <- function(a, b, tol = 1e-8) {
-  a <- unname(unlist(a))
-  b <- unname(unlist(b))
-  length(a) == length(b) && all(abs(a - b) <= tol * pmax(1, abs(b)))
-}
-must <- function(expr) {
-  tryCatch(expr, error = function(e) {
-    cat("#   error:", conditionMessage(e), "\n")
-    errs <- DSI::datashield.errors()
-    if (length(errs)) cat("#  ", paste(names(errs), unlist(errs), sep = ": "), sep = "\n#   ")
-    NULL
-  })
-}
+# The shared TAP helpers (check, close_to, must), next to this script.
+source(file.path(dirname(sub("^--file=", "", grep("^--file=", commandArgs(FALSE), value = TRUE)[1])), "tap.R"))
 
 one <- read.csv(env("DSG_POOLED"), stringsAsFactors = TRUE)
 one$sex <- factor(one$sex, levels = c("female", "male"))
