@@ -11,6 +11,9 @@ posts the results, heartbeats, and keeps going through any network fault.
   lists under `cancel` are abandoned (their results are not sent).
 - Any fault of the link: wait, doubling from `backoff_initial` to `backoff_max` with
   jitter, and try again; a coordinator restart looks the same.
+- With `settings` (a station with a gateway), it reports the station's profiles and
+  disclosure settings when it registers (start, reconnect) if they changed since the
+  last report (gateway/agent/settings_report.py).
 - With `news` (a station that relays: its relay exchange also tells it of work, see
   gateway.agent.link.WorkNews), the work loop holds no long poll while the
   coordinator watches for it: it waits to be told, then polls without waiting. An
@@ -28,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from gateway.agent.config import AgentConfig
 from gateway.agent.executors import Executor, RunOutcome
 from gateway.agent.link import CoordinatorLink, LinkDown, Rejected, WorkNews
+from gateway.agent.settings_report import SettingsReport
 
 __all__ = ["Agent"]
 
@@ -41,11 +45,13 @@ class Agent:
         link: CoordinatorLink,
         executor: Executor,
         news: WorkNews | None = None,
+        settings: SettingsReport | None = None,
     ):
         self.config = config
         self.link = link
         self.executor = executor
         self.news = news
+        self.settings = settings
         self._more = False  # the last poll was a full batch: look again without a signal
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -109,6 +115,8 @@ class Agent:
     def _once(self) -> None:
         if not self._registered:
             self.link.heartbeat_reset(self.running)
+            if self.settings is not None:  # a link fault: reported at the next attempt
+                self.settings.report()
             self._registered = True
             self._connected()
         self._flush_outbox()

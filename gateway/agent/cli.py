@@ -68,7 +68,10 @@ def run(config_file: str, log_level: str) -> None:
     # A station that relays hears of work on its relay exchange (one long poll when
     # idle, not two: docs/relay.md); without a gateway, the agent long-polls for work.
     news = WorkNews() if server is not None else None
-    agent = Agent(cfg, link, executor, news=news).start()
+    from gateway.agent.settings_report import SettingsReport
+
+    settings = SettingsReport.for_gateway(link, app)  # the station's profiles, read-only
+    agent = Agent(cfg, link, executor, news=news, settings=settings).start()
     click.echo(f"Agent connecting to {cfg.api_url}")
     relay = None
     if server is not None:  # relayed DataSHIELD calls (docs/relay.md) need the gateway

@@ -48,6 +48,7 @@ __all__ = [
     "ImageRunPhase",
     "Node",
     "NodeImage",
+    "NodeSettings",
     "Organization",
     "Result",
     "Role",
@@ -383,3 +384,19 @@ class ImageRunPhase(Base):
     phase: Mapped[str] = mapped_column(String(16))
     detail: Mapped[str] = mapped_column(Text, default="")
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class NodeSettings(Base):
+    """A station's profiles and disclosure settings, as its agent last reported them.
+
+    One row per node, replaced whole by each report; the station's own node.yaml stays
+    the authority (nothing here changes what the station does)."""
+
+    __tablename__ = "node_settings"
+
+    node_id: Mapped[int] = mapped_column(
+        ForeignKey("nodes.id", ondelete="CASCADE"), primary_key=True
+    )
+    # [{name, packages, package_whitelist, blacklist, methods, settings, withheld}, ...]
+    profiles: Mapped[list[Any]] = mapped_column(JSON)
+    reported_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -12,6 +12,7 @@ from datetime import UTC
 from flask import current_app
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
+from gateway.agent.settings_report import DISCLOSURE_SETTING
 from gateway.coordinator.audit import OUTCOMES as AUDIT_OUTCOMES
 from gateway.coordinator.models import ROLE_NAMES, RUN_STATUSES, TASK_STATUSES, utcnow
 
@@ -435,3 +436,110 @@ class HeartbeatOut(Schema):
         fields.Int(),
         metadata={"description": "Runs among `running` the agent should stop."},
     )
+
+
+# ---------------------------------------------------------------- a station's settings
+
+# What a station reports of its profiles (gateway/agent/settings_report.py): bounded in
+# size, and only disclosure settings by name: any other option is refused, so that a
+# secret (datashield.seed) sent by mistake is never stored.
+_setting_name = validate.Regexp(
+    DISCLOSURE_SETTING, error="Only nfilter.* and datashield.privacy* settings are reported."
+)
+_option_name = validate.Regexp(r"^[A-Za-z][A-Za-z0-9._]{0,127}$")
+_package_name = validate.Regexp(r"^[A-Za-z][A-Za-z0-9.]{0,127}$")
+
+
+class SettingIn(Schema):
+    name = fields.Str(required=True, validate=_setting_name)
+    value = fields.Str(
+        required=True,
+        validate=validate.Length(max=256),
+        metadata={"description": 'As R source, e.g. `5`, `"banana"`.'},
+    )
+    source = fields.Str(
+        required=True,
+        validate=validate.OneOf(("profile", "package")),
+        metadata={"description": "The profile's own option, or a package's `default.` one."},
+    )
+
+
+class PackageIn(Schema):
+    name = fields.Str(required=True, validate=_package_name)
+    version = fields.Str(required=True, validate=validate.Length(max=64))
+
+
+class MethodCountsIn(Schema):
+    aggregate = fields.Int(required=True, validate=validate.Range(min=0, max=100_000))
+    assign = fields.Int(required=True, validate=validate.Range(min=0, max=100_000))
+
+
+class ProfileSettingsIn(Schema):
+    name = fields.Str(required=True, validate=validate.Regexp(r"^[A-Za-z0-9_.-]{1,64}$"))
+    packages = fields.List(
+        fields.Nested(PackageIn),
+        load_default=list,
+        validate=validate.Length(max=200),
+        metadata={"description": "The DataSHIELD packages the profile serves."},
+    )
+    package_whitelist = fields.List(
+        fields.Str(validate=_package_name),
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(max=200),
+        metadata={"description": "node.yaml's `packages:`; null: every package."},
+    )
+    blacklist = fields.List(
+        fields.Str(validate=validate.Length(min=1, max=256)),
+        load_default=list,
+        validate=validate.Length(max=1000),
+    )
+    methods = fields.Nested(MethodCountsIn, load_default=None, allow_none=True)
+    settings = fields.List(
+        fields.Nested(SettingIn), load_default=list, validate=validate.Length(max=200)
+    )
+    withheld = fields.List(
+        fields.Str(validate=_option_name),
+        load_default=list,
+        validate=validate.Length(max=500),
+        metadata={"description": "Other options the profile sets, named without values."},
+    )
+
+
+def _unique_names(items: list[dict], what: str) -> None:
+    names = [i["name"] for i in items]
+    if len(names) != len(set(names)):
+        raise ValidationError(f"Each {what} once.")
+
+
+class NodeSettingsIn(Schema):
+    profiles = fields.List(
+        fields.Nested(ProfileSettingsIn),
+        required=True,
+        validate=validate.Length(min=1, max=100),
+    )
+
+    @validates_schema
+    def _once(self, data, **_kw):
+        _unique_names(data["profiles"], "profile")
+        for i, profile in enumerate(data["profiles"]):
+            try:
+                _unique_names(profile["settings"], "setting")
+            except ValidationError as err:
+                raise ValidationError({"profiles": {i: {"settings": err.messages}}}) from None
+
+
+class NodeSettingsOut(Schema):
+    node_id = fields.Int(required=True)
+    node_name = fields.Str(required=True)
+    reported = fields.Bool(
+        required=True, metadata={"description": "False: the station has not reported yet."}
+    )
+    reported_at = fields.DateTime(allow_none=True)
+    profiles = fields.List(fields.Nested(ProfileSettingsIn), required=True)
+
+
+class NodeSettingsAck(Schema):
+    profiles = fields.Int(required=True)
+    changed = fields.Bool(required=True)
+    reported_at = fields.DateTime(required=True)

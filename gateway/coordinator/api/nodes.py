@@ -3,6 +3,11 @@
 A collaboration's admins add and remove nodes; they and the data stewards of the
 node's organisation edit it (which projects relay tokens open, the token audience)
 and rotate its key. The key is shown once, when made; only its hash is kept.
+
+A node's agent reports its station's profiles and disclosure settings
+(`PUT /node/settings`, with the node's key: a node only ever writes its own); everyone
+with a role in the node's collaboration reads them. They are a copy, read-only here:
+the station's node.yaml is the authority.
 """
 
 from __future__ import annotations
@@ -14,10 +19,19 @@ from gateway.coordinator import admin, audit, db
 from gateway.coordinator.api.collaborations import visible_collaboration
 from gateway.coordinator.api.endpoint import endpoint
 from gateway.coordinator.api.lookup import get_or_404
-from gateway.coordinator.authz import current_user
+from gateway.coordinator.authz import current_node, current_user
 from gateway.coordinator.errors import Forbidden, NotFound
-from gateway.coordinator.models import Collaboration, Node, Organization
-from gateway.coordinator.schemas import NodeIn, NodeKeyOut, NodeOut, NodePatch, NodeQuery
+from gateway.coordinator.models import Collaboration, Node, NodeSettings, Organization, utcnow
+from gateway.coordinator.schemas import (
+    NodeIn,
+    NodeKeyOut,
+    NodeOut,
+    NodePatch,
+    NodeQuery,
+    NodeSettingsAck,
+    NodeSettingsIn,
+    NodeSettingsOut,
+)
 
 bp = Blueprint("nodes", __name__)
 
@@ -129,3 +143,65 @@ def delete_node(node_id):
     audit.record("node.delete", node, detail={"name": node.name})
     db.session().delete(node)
     db.commit()
+
+
+# ------------------------------------------------------------------ a station's settings
+
+
+@bp.get("/nodes/<int:node_id>/settings")
+@endpoint(
+    response=NodeSettingsOut,
+    errors=(404,),
+    summary="The station's profiles and disclosure settings as its agent last reported "
+    "them (anyone with a role in the node's collaboration; read-only: the station's "
+    "node.yaml is the authority)",
+)
+def node_settings(node_id):
+    node = visible_node(node_id)
+    row = db.session().get(NodeSettings, node.id)
+    return {
+        "node_id": node.id,
+        "node_name": node.name,
+        "reported": row is not None,
+        "reported_at": row.reported_at if row is not None else None,
+        "profiles": row.profiles if row is not None else [],
+    }
+
+
+@bp.put("/node/settings")
+@endpoint(
+    auth="node",
+    body=NodeSettingsIn,
+    response=NodeSettingsAck,
+    summary="The station's profiles and disclosure settings (its agent, at start and "
+    "after a reconnect if they changed): replace the node's last report",
+)
+def report_settings(body):
+    node = current_node()  # the key says which node: a node reports only its own
+    now = utcnow()
+    changed = _store_settings(node, body["profiles"], now)
+    audit.record(
+        "node.settings",
+        node,
+        target_type="node",
+        detail={
+            "profiles": [p["name"] for p in body["profiles"]][:100],
+            "changed": changed,
+        },
+    )
+    db.commit()
+    return {"profiles": len(body["profiles"]), "changed": changed, "reported_at": now}
+
+
+def _store_settings(node: Node, profiles: list, now) -> bool:
+    """Replace the node's row (one per node) in the request's transaction; True if the
+    profiles differ from the stored ones. (Two reports of one node racing to create the
+    row: the second's commit is a 409, and the first's report stands.)"""
+    s = db.session()
+    row = s.get(NodeSettings, node.id, with_for_update=True)
+    if row is None:
+        s.add(NodeSettings(node_id=node.id, profiles=profiles, reported_at=now))
+        return True
+    changed = row.profiles != profiles
+    row.profiles, row.reported_at = profiles, now
+    return changed

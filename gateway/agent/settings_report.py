@@ -1,0 +1,121 @@
+"""The station's profiles and disclosure settings, reported to the coordinator.
+
+The coordinator cannot change them (they live in the gateway's node.yaml, `profiles:`),
+but data stewards and researchers of the collaboration should see what the station
+enforces. The agent reports them when it starts, and after a reconnect if they differ
+from what it last reported (`PUT /api/node/settings`, docs/console.md).
+
+What is reported, per profile: its name, the DataSHIELD packages it serves (name and
+version), the package whitelist (`packages:`, null for every package) and blacklist
+of node.yaml, how many aggregate and assign methods it offers, and its effective
+disclosure settings: each `nfilter.*` and `datashield.privacy*` option as a session
+sees it (the profile's own value over the packages' `default.` one), with where the
+value came from. Every other option is named under `withheld`, never with its value:
+an allowlist, so a secret option (`datashield.seed`, whose knowledge lets a researcher
+remove the noise) or one nobody thought of cannot leave the station. Paths, users,
+passwords and keys are not looked at at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from typing import Any
+
+from gateway.agent.link import CoordinatorLink, Rejected
+
+__all__ = ["DISCLOSURE_SETTING", "SettingsReport", "station_settings"]
+
+log = logging.getLogger(__name__)
+
+# The options whose values are reported. The coordinator refuses any other name
+# (gateway/coordinator/schemas.py uses this same pattern).
+DISCLOSURE_SETTING = r"^(nfilter\.[A-Za-z0-9._]{1,100}|datashield\.privacy[A-Za-z0-9._]{0,64})$"
+_DISCLOSURE = re.compile(DISCLOSURE_SETTING)
+_DEFAULT = "default."
+
+
+def profile_settings(options: dict[str, str], own: dict[str, str]) -> tuple[list, list]:
+    """(settings, withheld) of one profile: `options` are its effective R options
+    (packages' declarations merged, then the profile's own `own` over them)."""
+    values: dict[str, dict[str, str]] = {}
+    withheld: set[str] = set()
+    # A package default first, so that a plain option of the same setting replaces it
+    # (as dsBase and dsGatewayBase read them: getOption(x), else getOption("default.x")).
+    for key in sorted(options, key=lambda k: not k.startswith(_DEFAULT)):
+        setting = key[len(_DEFAULT) :] if key.startswith(_DEFAULT) else key
+        if not _DISCLOSURE.match(setting):
+            withheld.add(key)
+            continue
+        source = "profile" if key in own else "package"
+        values[setting] = {"name": setting, "value": options[key], "source": source}
+    return [values[n] for n in sorted(values)], sorted(withheld)
+
+
+def station_settings(services: Any) -> dict[str, Any]:
+    """The report's body from a gateway's services (`app.extensions["dsgateway"]`)."""
+    registry, config = services.registry, services.config
+    profiles = []
+    for name in registry.profiles:
+        declared = config.profiles[name]
+        settings, withheld = profile_settings(registry.options(name), declared.options)
+        profiles.append(
+            {
+                "name": name,
+                "packages": [
+                    {"name": p.name, "version": p.version} for p in registry.packages(name)
+                ],
+                "package_whitelist": (
+                    None if declared.packages is None else list(declared.packages)
+                ),
+                "blacklist": list(declared.blacklist),
+                "methods": {
+                    kind: len(registry.methods(name, kind)) for kind in ("aggregate", "assign")
+                },
+                "settings": settings,
+                "withheld": withheld,
+            }
+        )
+    return {"profiles": profiles}
+
+
+class SettingsReport:
+    """Sends the station's settings when they differ from what was last accepted.
+
+    `report()` is called by the agent each time it (re)registers with the coordinator:
+    at start, and after a reconnect (a coordinator that lost them gets them again only
+    if they changed; node.yaml is read when the station starts)."""
+
+    def __init__(self, link: CoordinatorLink, collect: Callable[[], dict[str, Any]]):
+        self.link = link
+        self.collect = collect
+        self._sent: dict[str, Any] | None = None
+
+    @classmethod
+    def for_gateway(cls, link: CoordinatorLink, app: Any) -> SettingsReport | None:
+        """For a station with a gateway app; None without one (nothing to report)."""
+        if app is None:
+            return None
+        return cls(link, lambda: station_settings(app.extensions["dsgateway"]))
+
+    def report(self) -> bool:
+        """Send the settings if they changed; True if sent. A link fault (LinkDown)
+        goes to the caller, which retries when it reconnects; a refusal is logged and
+        not retried until they change (a coordinator without the endpoint, a bug)."""
+        try:
+            body = self.collect()
+        except Exception:  # a bug here must not keep the station from taking work
+            log.exception("the station's settings could not be read; not reported")
+            return False
+        if body == self._sent:
+            return False
+        try:
+            self.link._call("PUT", "/node/settings", json=body)
+        except Rejected as err:
+            log.warning("the coordinator refused the station's settings: %s", err)
+            self._sent = body
+            return False
+        self._sent = body
+        log.info("reported the station's settings (%d profiles)", len(body["profiles"]))
+        return True
