@@ -1,0 +1,222 @@
+"""A station's profiles and disclosure settings reach the coordinator (docs/console.md):
+
+- a real `dsgateway node run` station (gateway over R and its agent, as a process)
+  reports its node.yaml profiles when it starts; each profile's nfilter.tab at the
+  coordinator is the value the station's own R sessions of that profile report
+  (`listDisclosureSettingsDS()` through its Armadillo face), the seed is named but its
+  value never leaves; a restarted station reports again;
+- an in-process agent reports again after a reconnect only if its settings changed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+
+import pytest
+import yaml
+from werkzeug.security import generate_password_hash
+
+from gateway.agent.agent import Agent
+from gateway.agent.config import AgentConfig, Policy
+from gateway.agent.executors import GatewayExecutor
+from gateway.agent.link import CoordinatorLink
+from gateway.agent.settings_report import SettingsReport
+from gateway.coordinator import create_app, db
+from gateway.coordinator.migrate import upgrade
+from gateway.coordinator.models import AuditEvent
+from gateway.coordinator.server import BackgroundServer
+from tests.functional.conftest import Armadillo
+from tests.functional.rds import unserialize
+from tests.functional.stack import Process, free_port, until
+from tests.unit.coordinator.fixtures import World
+
+pytestmark = pytest.mark.slow
+
+SEED = 918273645
+
+
+@pytest.fixture
+def coordinator(tmp_path):
+    url = f"sqlite:///{tmp_path / 'coordinator.db'}"
+    upgrade(url)
+    app = create_app(
+        {
+            "DATABASE_URL": url,
+            "INSTANCE_PATH": str(tmp_path / "instance"),
+            "SECRET_KEY": "settings-tests-" + "k" * 40,
+            "PASSWORD_HASH_METHOD": "scrypt:1024:8:1",
+            "LONG_POLL_MAX": 5,
+        }
+    )
+    server = BackgroundServer(app, threads=8).start()
+    world = World(app, app.test_client())
+    org = world.org("Hospital A")
+    world.study = world.collaboration("study", org)
+    world.node_id = world.node("node-a", org, world.study)
+    world.user("alice", org, ("researcher", None, world.study))
+    world.server = server
+    try:
+        yield world
+    finally:
+        server.stop()
+        db.engine(app).dispose()
+
+
+def _reported(world) -> dict | None:
+    r = world.client.get(
+        f"/api/nodes/{world.node_id}/settings", headers=world.as_user("alice")
+    ).json
+    return r if r["reported"] else None
+
+
+def _settings_events(world) -> list[dict]:
+    from sqlalchemy import select
+
+    with world.app.app_context():
+        rows = db.session().execute(select(AuditEvent).where(AuditEvent.action == "node.settings"))
+        return [e.detail for e in rows.scalars()]
+
+
+def _r_setting(gateway_url: str, profile: str, name: str) -> float:
+    """What an R session of `profile` at the station says of a disclosure setting."""
+    client = Armadillo(gateway_url, "alice")
+    assert client.login(profile, password="alice-pw").status_code == 204
+    try:
+        r = client.post(
+            "/execute",
+            params={"async": "FALSE"},
+            data="listDisclosureSettingsDS()",
+            headers={"Content-Type": "text/plain"},
+        )
+        assert r.status_code == 200, r.text
+        value = unserialize(r.content)[name]
+        return float(value[0] if isinstance(value, list) else value)
+    finally:
+        client.post("/logout")
+
+
+def test_a_node_run_station_reports_its_profiles_as_its_r_sessions_see_them(
+    coordinator, tmp_path, r_lib, example_data
+):
+    w = coordinator
+    home = tmp_path / "station"
+    shutil.copytree(example_data, home / "data")
+    port = free_port()
+    (home / "node.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "data_dir": "data",
+                "state_dir": "var",
+                "r_lib": r_lib,
+                "users": {
+                    "alice": {
+                        "password_hash": generate_password_hash("alice-pw", "scrypt:1024:8:1"),
+                        "projects": ["demo"],
+                    }
+                },
+                "profiles": {
+                    "default": {
+                        "packages": ["dsGatewayBase"],
+                        "options": {"datashield.seed": SEED},
+                    },
+                    "strict": {
+                        "packages": ["dsGatewayBase"],
+                        "blacklist": ["meanDS"],
+                        "options": {"nfilter.tab": 7, "nfilter.glm": 0.2},
+                    },
+                },
+                "limits": {"warm_workers": 1},
+                "server": {"port": port},
+            }
+        )
+    )
+    (home / "agent.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "coordinator": w.server.url,
+                "gateway": "node.yaml",
+                "poll_wait": 2,
+                "heartbeat_interval": 2,
+                "backoff_initial": 0.2,
+                "backoff_max": 1,
+                "policy": {"algorithms": ["aggregate"], "projects": ["demo"]},
+            }
+        )
+    )
+    env = {**os.environ, "DSGATEWAY_NODE_API_KEY": w.keys["node-a"]}
+    args = ["-m", "gateway.cli", "node", "run", "--config", str(home / "agent.yaml")]
+    station = Process(args, env, home / "node.log").start()
+    try:
+        got = until(lambda: _reported(w), 120, "the station's settings", step=0.3)
+        profiles = {p["name"]: p for p in got["profiles"]}
+        assert sorted(profiles) == ["default", "strict"]
+        default, strict = profiles["default"], profiles["strict"]
+        tab = {n: {s["name"]: s for s in p["settings"]}["nfilter.tab"] for n, p in profiles.items()}
+        assert tab["strict"] == {"name": "nfilter.tab", "value": "7", "source": "profile"}
+        assert tab["default"]["source"] == "package"
+        url = f"http://127.0.0.1:{port}"
+        for name in ("default", "strict"):  # the coordinator says what R enforces
+            assert float(tab[name]["value"]) == _r_setting(url, name, "nfilter.tab"), name
+        assert _r_setting(url, "default", "nfilter.tab") == 3  # dsGatewayBase's default
+        glm = {s["name"]: s["value"] for s in strict["settings"]}["nfilter.glm"]
+        assert float(glm) == _r_setting(url, "strict", "nfilter.glm") == 0.2
+        assert strict["blacklist"] == ["meanDS"]
+        assert strict["package_whitelist"] == ["dsGatewayBase"]
+        assert [p["name"] for p in strict["packages"]] == ["dsGatewayBase"]
+        assert strict["methods"]["aggregate"] == default["methods"]["aggregate"] - 1
+        assert default["withheld"] == ["datashield.seed"] and strict["withheld"] == []
+        text = json.dumps(got)
+        for secret in (str(SEED), str(home), w.keys["node-a"], "scrypt"):
+            assert secret not in text
+        assert _settings_events(w) == [{"profiles": ["default", "strict"], "changed": True}]
+
+        # Restarted, the station reports again: the same settings, nothing changed.
+        station.stop()
+        station.start()
+        until(lambda: len(_settings_events(w)) == 2, 120, "a second report", step=0.3)
+        assert _settings_events(w)[1] == {"profiles": ["default", "strict"], "changed": False}
+    finally:
+        station.stop()
+        print((home / "node.log").read_text(errors="replace")[-3000:], file=sys.stderr)
+
+
+def test_an_agent_reports_again_after_a_reconnect_only_if_its_settings_changed(coordinator):
+    w = coordinator
+    body = {"profiles": [{"name": "default", "settings": [_tab("5")]}]}
+    cfg = AgentConfig(
+        coordinator=w.server.url,
+        poll_wait=1,
+        heartbeat_interval=0.5,
+        backoff_initial=0.05,
+        backoff_max=0.3,
+        request_timeout=5,
+        policy=Policy(algorithms=frozenset({"echo"})),
+    )
+    link = CoordinatorLink(cfg.api_url, w.keys["node-a"], cfg.request_timeout)
+    settings = SettingsReport(link, lambda: body)
+    agent = Agent(cfg, link, GatewayExecutor(None, cfg.policy), settings=settings).start()
+    try:
+        until(lambda: _reported(w), 30, "the first report")
+        assert len(_settings_events(w)) == 1
+
+        def reconnect():
+            w.server.stop()
+            until(lambda: not agent.connected, 30, "the agent to see the coordinator gone")
+            w.server.start()
+            until(lambda: agent.connected, 30, "the agent back")
+
+        reconnect()  # the same settings: not sent again
+        assert len(_settings_events(w)) == 1
+        body = {"profiles": [{"name": "default", "settings": [_tab("6")]}]}
+        reconnect()  # changed: sent
+        until(lambda: len(_settings_events(w)) == 2, 30, "the changed report")
+        assert _reported(w)["profiles"][0]["settings"] == [_tab("6")]
+    finally:
+        agent.stop(timeout=2)
+
+
+def _tab(value: str) -> dict:
+    return {"name": "nfilter.tab", "value": value, "source": "profile"}
