@@ -166,6 +166,18 @@ def test_a_user_of_another_collaboration_sees_none_of_it(open_page, fed):
     page.goto(f"{fed.url}/console/collaborations/{fed.collaboration}")
     page.locator("#page-error").get_by_text("No such collaboration.").wait_for()
     assert page.locator("#nodes tbody tr").count() == 0
+    assert page.locator("#settings .station-settings").count() == 0
+    node_a = fed.nodes["node-a"]["id"]
+    seen = page.evaluate(
+        """async (id) => {
+          const token = JSON.parse(sessionStorage.getItem("dsgateway.tokens")).access_token;
+          const r = await fetch(`/api/nodes/${id}/settings`,
+            { headers: { Authorization: `Bearer ${token}` } });
+          return r.status;
+        }""",
+        node_a,
+    )
+    assert seen == 404  # the station's settings, through the API, as for the node
     assert page.locator('[data-nav="approvals"]').is_hidden()
     assert page.locator('[data-nav="admin"]').is_hidden()
     assert_same_origin(rp, fed)
@@ -211,9 +223,23 @@ def test_steward_sees_a_pending_image_and_approves_it_with_a_reason(open_page, f
     assert [(d["digest"], d["decision"], d["reason"]) for d in decisions] == [
         (DIGEST, "approve", "reviewed v1.0")
     ]
-    # The steward's station: its settings live at the node, and the console says so.
+    # The stations' settings as their agents reported them: read-only, with where they
+    # are changed; node-a's nfilter.tab is what its node.yaml profile gives its R
+    # sessions (dsGatewayBase's default, 3: the stack's profile sets none).
     page.goto(f"{fed.url}/console/collaborations/{fed.collaboration}")
-    page.locator("#settings").get_by_text("does not know this station's profiles").wait_for()
+    station = page.get_by_role("region", name="Settings of node-a")
+    row = station.get_by_role("row").filter(has_text="nfilter.tab")
+    row.wait_for()
+    reported = _ok(fed.api("GET", f"/nodes/{node['id']}/settings"), 200)
+    (tab,) = [s for s in reported["profiles"][0]["settings"] if s["name"] == "nfilter.tab"]
+    assert tab == {"name": "nfilter.tab", "value": "3", "source": "package"}
+    cells = row.get_by_role("cell").all_inner_texts()
+    assert cells == ["nfilter.tab", "3", "package default"]
+    text = station.inner_text()
+    assert "Profile default" in text and "node.yaml" in text and "you as its data steward" in text
+    assert "Reported by the station's agent" in text
+    assert "Packages served\ndsGatewayBase " in text and "Blacklist\nnone" in text
+    rp.shot("collaboration-settings")
     page.goto(f"{fed.url}/console/audit")
     page.get_by_label("Outcome").select_option("ok")
     page.get_by_label("User").fill("stella")

@@ -24,38 +24,71 @@ async function showNodes(orgName) {
   return nodes;
 }
 
-function stationSettings(me, nodes, orgName) {
-  // Stewards of an organisation see where their station's settings live.
-  const mine = nodes.filter((n) =>
-    (me.roles || []).some(
-      (r) => r.name === "data_steward" && r.organization_id === n.organization_id
-        && (r.collaboration_id == null || r.collaboration_id === id),
-    ),
+// A station's profiles and disclosure settings, as its agent last reported them
+// (GET /nodes/<id>/settings). Read-only: they live in the station's node.yaml.
+const SOURCE = { profile: "the profile (node.yaml)", package: "package default" };
+
+function profileCard(node, p) {
+  const packages = (p.packages || []).map((k) => `${k.name} ${k.version}`).join(", ") || "none";
+  const facts = [
+    ["Packages served", packages],
+    ["Package whitelist", p.package_whitelist == null ? "every DataSHIELD package installed" : p.package_whitelist.join(", ") || "none"],
+    ["Blacklist", (p.blacklist || []).join(", ") || "none"],
+  ];
+  if (p.methods) facts.push(["Methods", `${p.methods.aggregate} aggregate, ${p.methods.assign} assign`]);
+  return h(
+    "div",
+    { class: "profile" },
+    h("h4", {}, `Profile ${p.name}`),
+    h("dl", { class: "summary" }, facts.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
+    (p.settings || []).length
+      ? table(
+          ["Setting", "Value", "Set by"],
+          p.settings.map((x) => [h("code", {}, x.name), h("code", {}, x.value), SOURCE[x.source] || x.source]),
+          `Disclosure settings of profile ${p.name} at ${node.name}`,
+        )
+      : empty("No disclosure settings reported for this profile."),
+    (p.withheld || []).length
+      ? h("p", { class: "hint" }, "Also set at the station, values not shown here: ", p.withheld.map((n) => h("code", {}, n)).flatMap((c, i) => (i ? [", ", c] : [c])), ".")
+      : null,
   );
-  if (!mine.length) return;
+}
+
+async function stationSettings(me, nodes, orgName) {
+  if (!nodes.length) return;
   $("#station-settings").hidden = false;
+  const reports = await Promise.all(nodes.map((n) => get(`/nodes/${n.id}/settings`)));
   replace(
     "#settings",
-    mine.map((n) =>
-      h(
-        "div",
-        { class: "card" },
-        h("h3", {}, `${n.name} (${orgName.get(n.organization_id) || ""})`),
+    nodes.map((n, i) => {
+      const rep = reports[i];
+      const steward = (me.roles || []).some(
+        (r) => ["data_steward", "admin"].includes(r.name) && r.organization_id === n.organization_id
+          && (r.collaboration_id == null || r.collaboration_id === id),
+      );
+      return h(
+        "section",
+        { class: "card station-settings", "data-node": n.name, "aria-label": `Settings of ${n.name}` },
+        h("h3", {}, `${n.name} (${orgName.get(n.organization_id) || `#${n.organization_id}`})`),
+        rep.reported
+          ? h("p", {}, "Reported by the station's agent ", h("time", { datetime: rep.reported_at }, fmtTime(rep.reported_at)), ".")
+          : h("p", { class: "empty" }, "Not reported yet: the station's agent reports its settings when it starts."),
         h(
           "p",
-          {},
-          "The coordinator does not know this station's profiles and disclosure settings: they live in the station's own configuration (node.yaml: ",
-          h("code", {}, "profiles"),
-          ", ",
-          h("code", {}, "disclosure"),
-          ", and the agent's ",
-          h("code", {}, "policy"),
-          "), and only the station can change them. See docs/configuration.md. The relay projects the coordinator hands out for it: ",
+          { class: "hint" },
+          "Read-only: these live in the station's own ",
+          h("code", {}, "node.yaml"),
+          " (",
+          h("code", {}, "profiles:"),
+          ") and only the station changes them, ",
+          steward ? "you as its data steward (the agent reports them again when the station restarts)" : "through its data steward",
+          ". See docs/guides/data-stewards.md. Relay projects handed out for it: ",
           h("code", {}, (n.projects || []).join(", ") || "none"),
           ".",
         ),
-      ),
-    ),
+        rep.reported ? rep.profiles.map((p) => profileCard(n, p)) : null,
+      );
+    }),
   );
 }
 
@@ -77,7 +110,7 @@ run(async () => {
   showForRoles(roles, $("main"));
   $("#new-task").href = `/console/tasks/new?collaboration=${id}`;
   const nodes = await showNodes(orgName);
-  stationSettings(me, nodes, orgName);
+  await stationSettings(me, nodes, orgName);
   setInterval(() => showNodes(orgName).catch(() => {}), 10000);
   replace(
     "#tasks",

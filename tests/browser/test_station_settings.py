@@ -1,0 +1,111 @@
+"""The collaboration page's station settings, in headless Chromium, against an
+in-process coordinator (no R: the agent's report is sent with the node's key, as
+gateway/agent/settings_report.py sends it; a real station's report is in
+test_journeys.py and tests/functional/test_node_settings.py): a profile's own value
+over the package default, the options named without values, a station that has not
+reported, where the settings are changed, and nothing for another collaboration's
+user. Screenshot: collaboration-settings-profiles."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from gateway.agent.settings_report import profile_settings
+from gateway.coordinator import create_app, db
+from gateway.coordinator.migrate import upgrade
+from gateway.coordinator.server import BackgroundServer
+from tests.browser.test_journeys import assert_same_origin, sign_in
+from tests.unit.coordinator.fixtures import PASSWORD, World
+
+pytestmark = pytest.mark.slow
+
+# dsGatewayBase's declared defaults (its DESCRIPTION) and a strict profile over them.
+PACKAGE = {
+    "default.nfilter.tab": "3",
+    "default.nfilter.glm": "0.33",
+    "datashield.privacyLevel": "5",
+}
+OWN = {"nfilter.tab": "7", "datashield.seed": "55501"}
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("station-settings")
+    url = f"sqlite:///{tmp / 'c.db'}"
+    upgrade(url)
+    app = create_app(
+        {
+            "DATABASE_URL": url,
+            "INSTANCE_PATH": str(tmp / "instance"),
+            "SECRET_KEY": "station-settings-" + "k" * 40,
+            "PASSWORD_HASH_METHOD": "scrypt:1024:8:1",
+        }
+    )
+    server = BackgroundServer(app, threads=8).start()
+    w = World(app, app.test_client())
+    a, b, c = w.org("Hospital A"), w.org("Hospital B"), w.org("Registry C")
+    w.study = w.collaboration("study", a, b)
+    w.other = w.collaboration("other", c)
+    w.node_a = w.node("node-a", a, w.study)
+    w.node_b = w.node("node-b", b, w.study)
+    w.user("rita", a, ("researcher", None, w.study))
+    w.user("otto", c, ("researcher", None, w.other))
+    settings, withheld = profile_settings({**PACKAGE, **OWN}, OWN)
+    profile = {
+        "name": "strict",
+        "packages": [{"name": "dsGatewayBase", "version": "0.3.0"}],
+        "package_whitelist": ["dsGatewayBase"],
+        "blacklist": ["histogramDS1"],
+        "methods": {"aggregate": 60, "assign": 30},
+        "settings": settings,
+        "withheld": withheld,
+    }
+    r = w.client.put(
+        "/api/node/settings", json={"profiles": [profile]}, headers=w.as_node("node-a")
+    )
+    assert r.status_code == 200, r.json
+    try:
+        yield SimpleNamespace(url=server.url, world=w)
+    finally:
+        server.stop()
+        db.engine(app).dispose()
+
+
+def test_a_researcher_sees_each_stations_profiles_read_only(open_page, fed):
+    rp = open_page()
+    page = rp.page
+    sign_in(rp, fed, "rita", PASSWORD)
+    page.goto(f"{fed.url}/console/collaborations/{fed.world.study}")
+    a = page.get_by_role("region", name="Settings of node-a")
+    table = a.get_by_role("table", name="Disclosure settings of profile strict at node-a")
+    table.wait_for()
+    rows = [r.get_by_role("cell").all_inner_texts() for r in table.locator("tbody tr").all()]
+    assert rows == [
+        ["datashield.privacyLevel", "5", "package default"],
+        ["nfilter.glm", "0.33", "package default"],
+        ["nfilter.tab", "7", "the profile (node.yaml)"],
+    ]
+    text = a.inner_text()
+    assert "Profile strict" in text and "Blacklist\nhistogramDS1" in text
+    assert "Package whitelist\ndsGatewayBase" in text and "60 aggregate, 30 assign" in text
+    assert "values not shown here: datashield.seed." in text and "55501" not in text
+    assert "node.yaml (profiles:)" in text and "through its data steward" in text
+    b = page.get_by_role("region", name="Settings of node-b")
+    assert "Not reported yet" in b.inner_text()
+    assert b.locator("table").count() == 0
+    rp.shot("collaboration-settings-profiles")
+    assert not rp.errors
+    assert_same_origin(rp, fed)
+
+
+def test_another_collaborations_user_sees_no_station_settings(open_page, fed):
+    rp = open_page()
+    page = rp.page
+    sign_in(rp, fed, "otto", PASSWORD)
+    page.goto(f"{fed.url}/console/collaborations/{fed.world.study}")
+    page.locator("#page-error").get_by_text("No such collaboration.").wait_for()
+    assert page.locator("#station-settings").is_hidden()
+    assert page.locator(".station-settings").count() == 0
+    assert_same_origin(rp, fed)
