@@ -21,7 +21,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +71,7 @@ _CSV_TRUE = ["TRUE", "True", "true", "T"]
 _CSV_FALSE = ["FALSE", "False", "false", "F"]
 _CSV_SCHEMA_BLOCK = 1 << 20  # columns(): types inferred from the first MiB
 
+_READ_AHEAD = 1  # read_columns: decoded Parquet columns waiting beyond the one in use
 _SAMPLE_ROWS = 1000  # columns() of a SQL query: types inferred from this many rows
 _MAX_NAME_IN_MESSAGE = 200
 
@@ -298,8 +301,12 @@ class ColumnStream:
 
 def read_columns(source: TableSource, variables: Sequence[str] | None = None) -> ColumnStream:
     """Like `read_arrow`, but Parquet columns are decoded one at a time as the stream is
-    consumed. A load into R then holds one Arrow column at a time instead of the whole
+    consumed. A load into R then holds a few Arrow columns at a time instead of the whole
     table, so a fresh session process touches (and page-faults) about half the memory.
+
+    One background thread decodes the next column while the consumer converts the
+    current one (Arrow decodes without holding the GIL), so decoding and conversion
+    overlap on two cores; at most `_READ_AHEAD` decoded columns wait their turn.
     """
     wanted = _dedupe(variables)
     if source.kind != "parquet":
@@ -314,11 +321,27 @@ def read_columns(source: TableSource, variables: Sequence[str] | None = None) ->
         parquet = pq.ParquetFile(source.location, read_dictionary=text or None)
         num_rows = parquet.metadata.num_rows
 
+    def read_one(name: str) -> pa.ChunkedArray:
+        with _reading(source):
+            return parquet.read(columns=[name]).column(0)
+
     def decode() -> Iterator[pa.ChunkedArray]:
-        for name in columns:
-            with _reading(source):
-                column = parquet.read(columns=[name]).column(0)
-            yield column
+        # The thread is started only here, in the session's worker during a load, never
+        # in the zygote (a fork must not inherit threads).
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-decode")
+        try:
+            pending = deque(pool.submit(read_one, n) for n in columns[: _READ_AHEAD + 1])
+            queued = len(pending)
+            while pending:
+                column = pending.popleft().result()
+                if queued < len(columns):
+                    pending.append(pool.submit(read_one, columns[queued]))
+                    queued += 1
+                yield column
+                del column
+        finally:
+            # A consumer that stops early (a column R cannot hold) leaves nothing running.
+            pool.shutdown(wait=True, cancel_futures=True)
 
     return ColumnStream(columns, num_rows, decode())
 

@@ -1,7 +1,11 @@
 """Arrow table -> R data.frame, inside a worker's embedded R (rpy2).
 
-Every column is copied as a whole buffer (``from_memoryview`` is a ``memmove``); the
-only Python-level work is per column, never per value. How Arrow types become R types:
+Every column is written straight into the R vector that will hold it: R allocates the
+vector, numpy copies (or casts, or for factors gathers) Arrow's buffers into it, and
+missing values are patched in place from Arrow's validity bitmap. No intermediate copy
+is made, because in a freshly forked session every new page costs a page fault, which
+on these machines costs more than the copy itself. The only Python-level work is per
+column (and per chunk), never per value. How Arrow types become R types:
 
 ==========================================  ===============================================
 Arrow                                        R
@@ -38,6 +42,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import rpy2.rinterface as ri
+from rpy2.rinterface_lib import memorymanagement, openrlib
+from rpy2.rinterface_lib.conversion import _cdata_res_to_rinterface
 
 from gateway.node.errors import BadRequest
 
@@ -48,8 +54,6 @@ _NA_REAL_BITS = 0x7FF00000000007A2
 #: R's NA_real_: a NaN whose low word is 1954. Kept as a numpy scalar so its payload is
 #: never touched by a float conversion.
 NA_REAL = np.array([_NA_REAL_BITS], dtype=np.uint64).view(np.float64)[0]
-_NA_REAL_SCALAR = pa.scalar(NA_REAL, type=pa.float64())
-_NA_INT_SCALAR = pa.scalar(NA_INTEGER, type=pa.int32())
 _INT_MAX = 2**31 - 1
 
 # R code used by the conversion. It is evaluated with the base environment as its
@@ -118,9 +122,9 @@ def _column(name: str, col: pa.ChunkedArray, n: int) -> ri.Sexp:
     if pa.types.is_integer(t):
         return _integer(col)
     if pa.types.is_boolean(t):
-        return _logical(col.cast(pa.int32()))
+        return _logical(col)
     if pa.types.is_date32(t):
-        return _with_class(_double(col.cast(pa.int32()).cast(pa.float64())), ["Date"])
+        return _with_class(_double(col), ["Date"])  # int32 days, cast as they are copied
     if pa.types.is_date64(t):
         days = pc.divide(col.cast(pa.int64()).cast(pa.float64(), safe=False), 86_400_000.0)
         return _with_class(_double(pc.floor(days)), ["Date"])
@@ -136,7 +140,7 @@ def _column(name: str, col: pa.ChunkedArray, n: int) -> ri.Sexp:
         # R has no time-of-day type: "HH:MM:SS[.fff]" text, as read.csv would keep it.
         return _factor(col.cast(pa.string()), n)
     if pa.types.is_null(t):
-        return _logical(pa.chunked_array([np.full(n, NA_INTEGER, dtype=np.int32)]))
+        return _new_vector(ri.BoolSexpVector, np.int32, n, lambda out: out.fill(NA_INTEGER))
     raise BadRequest(f"Column '{name}' has type {t}, which cannot be given to R")
 
 
@@ -149,22 +153,75 @@ def _is_string_view(t: pa.DataType) -> bool:
     return bool(check and check(t))
 
 
-def _to_numpy(col: pa.ChunkedArray, dtype: type) -> np.ndarray:
-    """The column's values as one contiguous numpy array (zero-copy for one chunk)."""
-    if col.num_chunks == 0:
-        return np.empty(0, dtype=dtype)
-    arr = col.chunk(0).to_numpy() if col.num_chunks == 1 else col.to_numpy()
-    return np.ascontiguousarray(arr, dtype=dtype)
+# --------------------------------------------------------------------------- R vectors
 
 
-def _double(col: pa.ChunkedArray) -> ri.FloatSexpVector:
-    if col.null_count:
-        col = pc.fill_null(col, _NA_REAL_SCALAR)
-    return ri.FloatSexpVector.from_memoryview(memoryview(_to_numpy(col, np.float64)))
+@_cdata_res_to_rinterface
+def _new_vector(cls, dtype: type, n: int, fill) -> ri.Sexp:
+    """An R vector of ``cls``'s type and length ``n`` whose data ``fill(out)`` writes,
+    ``out`` being a numpy view of R's own memory. ``fill`` must not call R: R's garbage
+    collector could move nothing, but the vector is protected only inside this call."""
+    with memorymanagement.rmemory() as rmemory:
+        vec = rmemory.protect(openrlib.rlib.Rf_allocVector(cls._R_TYPE, n))
+        if n:
+            itemsize = np.dtype(dtype).itemsize
+            out = np.frombuffer(openrlib.ffi.buffer(cls._R_GET_PTR(vec), n * itemsize), dtype)
+            fill(out)
+    return vec
 
 
 def _int_vector(arr: np.ndarray) -> ri.IntSexpVector:
-    return ri.IntSexpVector.from_memoryview(memoryview(arr))
+    return ri.IntSexpVector.from_memoryview(memoryview(np.ascontiguousarray(arr, np.int32)))
+
+
+def _chunk_values(chunk: pa.Array, dtype: type) -> np.ndarray:
+    """A fixed-width chunk's values buffer as numpy, without a copy. Slots that are null
+    hold unspecified values: the caller overwrites them (see `_null_mask`)."""
+    count = chunk.offset + len(chunk)
+    return np.frombuffer(chunk.buffers()[1], dtype=dtype, count=count)[chunk.offset :]
+
+
+def _bits(buffer: pa.Buffer, offset: int, length: int) -> np.ndarray:
+    """An Arrow bitmap (least significant bit first) as one uint8 0/1 per value."""
+    bits = np.unpackbits(np.frombuffer(buffer, np.uint8), count=offset + length, bitorder="little")
+    return bits[offset:]
+
+
+def _null_mask(chunk: pa.Array) -> np.ndarray | None:
+    """True where the chunk's value is null; None if it has no nulls."""
+    if not chunk.null_count:
+        return None
+    return _bits(chunk.buffers()[0], chunk.offset, len(chunk)) == 0
+
+
+def _fill_fixed(col: pa.ChunkedArray, out: np.ndarray, src: np.dtype, na) -> None:
+    """Copy (casting as numpy does) every chunk's values into ``out``, then write ``na``
+    over the null slots; ``na`` is applied to ``out`` seen as integers of its width, so
+    a NaN's payload (R's NA_real_) is written bit for bit."""
+    pos = 0
+    for chunk in col.chunks:
+        m = len(chunk)
+        if m:
+            dest = out[pos : pos + m]
+            if pa.types.is_boolean(chunk.type):
+                np.copyto(dest, _bits(chunk.buffers()[1], chunk.offset, m), casting="unsafe")
+            else:
+                np.copyto(dest, _chunk_values(chunk, src), casting="unsafe")
+            mask = _null_mask(chunk)
+            if mask is not None:
+                np.putmask(dest.view(f"i{dest.itemsize}"), mask, na)
+        pos += m
+
+
+def _double(col: pa.ChunkedArray) -> ri.FloatSexpVector:
+    """float64 (or an integer or date32 column, cast by numpy as it is copied) -> double."""
+    src = np.dtype(col.type.to_pandas_dtype()) if not pa.types.is_date32(col.type) else np.int32
+    na = np.array([_NA_REAL_BITS], np.uint64).view(np.int64)[0]
+
+    def fill(out):
+        _fill_fixed(col, out, src, na)
+
+    return _new_vector(ri.FloatSexpVector, np.float64, len(col), fill)
 
 
 def _integer(col: pa.ChunkedArray) -> ri.Sexp:
@@ -175,19 +232,18 @@ def _integer(col: pa.ChunkedArray) -> ri.Sexp:
         lo, hi = mm["min"].as_py(), mm["max"].as_py()
         if lo <= NA_INTEGER or hi > _INT_MAX:
             # Does not fit R's integer (INT_MIN is R's NA): double, like read.csv does.
-            return _double(col.cast(pa.float64(), safe=False))
-    if t != pa.int32():
-        col = col.cast(pa.int32())
-    if col.null_count:
-        col = pc.fill_null(col, _NA_INT_SCALAR)
-    return _int_vector(_to_numpy(col, np.int32))
+            return _double(col)
+    src = np.dtype(t.to_pandas_dtype())
+    return _new_vector(
+        ri.IntSexpVector, np.int32, len(col), lambda out: _fill_fixed(col, out, src, NA_INTEGER)
+    )
 
 
 def _logical(col: pa.ChunkedArray) -> ri.BoolSexpVector:
-    # R's logical is a C int: TRUE 1, FALSE 0, NA INT_MIN; col is int32 already.
-    if col.null_count:
-        col = pc.fill_null(col, _NA_INT_SCALAR)
-    return ri.BoolSexpVector.from_memoryview(memoryview(_to_numpy(col, np.int32)))
+    # R's logical is a C int: TRUE 1, FALSE 0, NA INT_MIN; Arrow's values are bits.
+    return _new_vector(
+        ri.BoolSexpVector, np.int32, len(col), lambda out: _fill_fixed(col, out, None, NA_INTEGER)
+    )
 
 
 def _with_class(vec: ri.Sexp, classes: list[str]) -> ri.Sexp:
@@ -198,16 +254,17 @@ def _with_class(vec: ri.Sexp, classes: list[str]) -> ri.Sexp:
 def _factor(col: pa.ChunkedArray, n: int) -> ri.IntSexpVector:
     """Strings -> R factor, as ``factor(x)`` would make it from the same values.
 
-    Arrow dictionary-encodes the column (hashing in C++); R gets only the distinct
-    values, orders them with its own ``factor()`` (so the level order follows R's
-    collation exactly) and returns, for each distinct value, its level number. numpy
-    then maps every row's dictionary index to that level number.
+    Arrow dictionary-encodes the column (hashing in C++; Parquet text is read already
+    encoded); R gets only the distinct values that occur, orders them with its own
+    ``factor()`` (so the level order follows R's collation exactly) and returns, for
+    each, its level number. numpy then gathers every row's level number by its
+    dictionary index straight into the R vector.
     """
     if col.num_chunks == 0 or n == 0:
-        return _factor_vector(np.empty(0, dtype=np.int32), ri.StrSexpVector([]))
+        return _factor_vector(_int_vector(np.empty(0, np.int32)), ri.StrSexpVector([]))
     if pa.types.is_dictionary(col.type):
-        enc = col.unify_dictionaries()
-        may_have_unused = True
+        enc = col.unify_dictionaries() if col.num_chunks > 1 else col
+        may_have_unused = True  # a stored dictionary may list values no row has
     else:
         if _is_string_view(col.type):
             col = col.cast(pa.large_string())
@@ -215,29 +272,40 @@ def _factor(col: pa.ChunkedArray, n: int) -> ri.IntSexpVector:
         may_have_unused = enc.num_chunks > 1  # unify keeps one chunk's values in all
     dictionary = enc.chunk(0).dictionary
     k = len(dictionary)
-    # Row -> dictionary index, nulls -> k (one past the end).
-    indices = pa.chunked_array([c.indices for c in enc.chunks])
-    if indices.type != pa.int32():
-        indices = indices.cast(pa.int32())
-    if indices.null_count:
-        indices = pc.fill_null(indices, pa.scalar(k, pa.int32()))
-    idx = _to_numpy(indices, np.int32)
-
+    # Each chunk's dictionary indices (numpy views of Arrow's buffer) and null mask.
+    parts = []
+    for chunk in enc.chunks:
+        if len(chunk):
+            indices = chunk.indices
+            idx = _chunk_values(indices, np.dtype(indices.type.to_pandas_dtype()))
+            parts.append((idx, _null_mask(indices)))
     used = np.ones(k, dtype=bool)
     if may_have_unused:
-        used = np.bincount(idx, minlength=k + 1)[:k] > 0
+        used[:] = False
+        for idx, mask in parts:
+            used[idx if mask is None else idx[~mask]] = True  # a null's index is unspecified
     if dictionary.null_count:
         used &= ~dictionary.is_null().to_numpy(zero_copy_only=False)
     values = dictionary if used.all() else dictionary.filter(pa.array(used))
 
     levels, codes_of_values = _r_levels(values)
-    code_map = np.full(k + 1, NA_INTEGER, dtype=np.int32)
+    code_map = np.full(k, NA_INTEGER, dtype=np.int32)  # unused or null entries: never read
     code_map[np.flatnonzero(used)] = codes_of_values
-    return _factor_vector(code_map[idx], levels)  # numpy gather: one pass, in C
+
+    def fill(out):
+        pos = 0
+        for idx, mask in parts:
+            dest = out[pos : pos + len(idx)]
+            # "clip": a null slot's index is unspecified; it is overwritten just below.
+            np.take(code_map, idx, out=dest, mode="clip")
+            if mask is not None:
+                np.putmask(dest, mask, NA_INTEGER)
+            pos += len(idx)
+
+    return _factor_vector(_new_vector(ri.IntSexpVector, np.int32, n, fill), levels)
 
 
-def _factor_vector(codes: np.ndarray, levels: ri.Sexp) -> ri.IntSexpVector:
-    vec = _int_vector(np.ascontiguousarray(codes, dtype=np.int32))
+def _factor_vector(vec: ri.IntSexpVector, levels: ri.Sexp) -> ri.IntSexpVector:
     vec.do_slot_assign("levels", levels)
     vec.rclass = ri.StrSexpVector(["factor"])
     return vec

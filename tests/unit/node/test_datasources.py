@@ -6,6 +6,7 @@ import datetime as dt
 import os
 import pickle
 import sqlite3
+import threading
 import uuid
 from pathlib import Path
 
@@ -324,6 +325,48 @@ def test_unreadable_file_fails_without_revealing_the_path(data_dir, caplog):
     assert str(data_dir) in caplog.text  # the details are logged
     with pytest.raises(GatewayError, match="could not be read"):
         cat.columns("demo/cohort/broken")
+
+
+def _decode_threads() -> list:
+    return [t for t in threading.enumerate() if t.name.startswith("parquet-decode")]
+
+
+def test_read_columns_streams_every_column_in_order(tmp_path):
+    table = pa.table({f"c{i}": pa.array([i * 10 + r for r in range(7)]) for i in range(6)})
+    (tmp_path / "p" / "f").mkdir(parents=True)
+    pq.write_table(table, tmp_path / "p" / "f" / "t.parquet")
+    src = TableCatalogue(tmp_path, []).resolve("p/f/t")
+    stream = datasources.read_columns(src, ["c4", "c0", "c5", "c2"])
+    assert stream.names == ["c4", "c0", "c5", "c2"] and stream.num_rows == 7
+    got = [column.to_pylist() for column in stream.columns]
+    assert got == [table.column(n).to_pylist() for n in ["c4", "c0", "c5", "c2"]]
+    assert _decode_threads() == []  # the background reader is gone once the stream ends
+
+
+def test_read_columns_stopped_early_leaves_no_reader_running(tmp_path):
+    table = pa.table({f"c{i}": pa.array(range(1000)) for i in range(8)})
+    (tmp_path / "p" / "f").mkdir(parents=True)
+    pq.write_table(table, tmp_path / "p" / "f" / "t.parquet")
+    stream = datasources.read_columns(TableCatalogue(tmp_path, []).resolve("p/f/t"))
+    assert next(stream.columns).to_pylist() == list(range(1000))
+    stream.columns.close()  # what a failed conversion does to the generator
+    assert _decode_threads() == []
+
+
+def test_read_columns_failure_names_the_table_not_the_file(tmp_path, monkeypatch, caplog):
+    table = pa.table({"a": [1.0, 2.0], "b": [3.0, 4.0]})
+    (tmp_path / "p" / "f").mkdir(parents=True)
+    pq.write_table(table, tmp_path / "p" / "f" / "t.parquet")
+    stream = datasources.read_columns(TableCatalogue(tmp_path, []).resolve("p/f/t"))
+
+    def broken(self, columns=None, **kwargs):
+        raise OSError(f"disk error reading {tmp_path}")
+
+    monkeypatch.setattr(pq.ParquetFile, "read", broken)
+    with pytest.raises(GatewayError, match="'p/f/t' could not be read") as info:
+        list(stream.columns)
+    assert str(tmp_path) not in info.value.message
+    assert _decode_threads() == []
 
 
 def test_columns_parquet(catalogue):

@@ -233,6 +233,101 @@ def test_nul_in_text_is_refused():
         arrow_to_r_dataframe(pa.table({"s": ["a\x00b"]}))
 
 
+def test_dictionary_null_slots_may_hold_any_index():
+    # Arrow leaves a null slot's index unspecified: here 99 and -5, out of range.
+    validity = np.packbits(np.array([1, 0, 1, 0, 1, 1, 0, 1], bool), bitorder="little")
+    raw = np.array([0, 99, 1, -5, 2, 0, 7, 1], np.int32)
+    indices = pa.Array.from_buffers(
+        pa.int32(), 8, [pa.py_buffer(validity.tobytes()), pa.py_buffer(raw.tobytes())]
+    )
+    col = pa.DictionaryArray.from_arrays(indices, pa.array(["b", "a", "c", "unused"]))
+    col.validate(full=True)
+    convert(pa.table({"f": col}))
+    check(
+        'identical(df$f, factor(c("b", NA, "a", NA, "c", "b", NA, "a")))',
+        'identical(levels(df$f), c("a", "b", "c"))',
+    )
+
+
+@pytest.mark.parametrize("index_type", [pa.int8(), pa.int16(), pa.uint8(), pa.int64()])
+def test_dictionary_index_types(index_type):
+    col = pa.DictionaryArray.from_arrays(
+        pa.array([2, None, 0, 2, 1], index_type), pa.array(["z", None, "a"])
+    )
+    convert(pa.table({"f": col}))
+    check('identical(df$f, factor(c("a", NA, "z", "a", NA)))')  # a null dictionary value: NA
+
+
+def _r_literal(values, kind: str) -> str:
+    """R code for a vector of ``values`` (None is NA) of one R type."""
+
+    def one(v):
+        if v is None:
+            return "NA"
+        if kind == "double":
+            return "NaN" if v != v else repr(float(v))
+        if kind == "integer":
+            return f"{v}L"
+        if kind == "logical":
+            return "TRUE" if v else "FALSE"
+        if kind == "date":
+            return f'"{v.isoformat()}"'
+        return '"' + v + '"'
+
+    inner = "c(" + ", ".join(one(v) for v in values) + ")"
+    wrap = {
+        "double": "as.double({})",
+        "integer": "as.integer({})",
+        "logical": "as.logical({})",
+        "date": "as.Date({})",
+        "factor": "factor({})",
+    }[kind]
+    return wrap.format(inner)
+
+
+def test_every_type_from_slices_at_bit_offsets():
+    # Chunks that start inside a byte of the validity (and of a bool's value) bitmap,
+    # as slices and row groups give them: every value must land in its own row.
+    rng = np.random.default_rng(11)
+    n = 41
+    nulls = rng.random(n) < 0.25
+    nulls[[0, 7, 8, 40]] = [True, True, False, True]
+    words = np.array(["kiwi", "apple", "Fig", "date"])[rng.integers(0, 4, n)]
+    base = {
+        "dbl": (pa.array(rng.normal(size=n), mask=nulls), "double"),
+        "f32": (pa.array(np.float32(rng.normal(size=n)), mask=nulls), "double"),
+        "i32": (pa.array(rng.integers(-1000, 1000, n, dtype=np.int32), mask=nulls), "integer"),
+        "i64": (pa.array(rng.integers(-(10**6), 10**6, n), mask=nulls), "integer"),
+        "big": (pa.array(rng.integers(2**40, 2**41, n), mask=nulls), "double"),
+        "u8": (pa.array(rng.integers(0, 255, n, dtype=np.uint8), mask=nulls), "integer"),
+        "bool": (pa.array(rng.random(n) < 0.5, mask=nulls), "logical"),
+        "date": (
+            pa.array(rng.integers(-1000, 20000, n, dtype=np.int32), mask=nulls).cast(pa.date32()),
+            "date",
+        ),
+        "text": (pa.array(words, mask=nulls), "factor"),
+        "dict": (pa.array(words, mask=nulls).dictionary_encode(), "factor"),
+    }
+    cuts = [(3, 10), (13, 19), (0, 3), (32, 9)]  # offsets 3 and 13: inside a byte
+    table = pa.table(
+        {
+            name: pa.chunked_array([arr.slice(o, m) for o, m in cuts], arr.type)
+            for name, (arr, _) in base.items()
+        }
+    )
+    convert(table)
+    for name, (_, kind) in base.items():
+        values = table.column(name).to_pylist()
+        if kind == "factor":
+            values = [None if v is None else str(v) for v in values]
+        check(f"identical(df${name}, {_r_literal(values, kind)})")
+    check(
+        "is.integer(df$i32) && is.integer(df$i64) && is.double(df$big) && is.integer(df$u8)",
+        "identical(which(is.na(df$dbl)), which(is.na(df$text)))",
+        f"sum(is.na(df$bool)) == {sum(nulls[o : o + m].sum() for o, m in cuts)}L",
+    )
+
+
 # --------------------------------------------------------------------------- dates
 
 
