@@ -199,17 +199,35 @@ class RRuntime:
 
         R's first garbage collection in a fork writes to every page of the heap it shares
         with the zygote (copy-on-write), and Arrow starts its thread pool on first use;
-        both would otherwise land on the session's first load-table.
+        both would otherwise land on the session's first load-table. A tiny table is
+        loaded the way load-table loads one (Parquet decoded column by column, converted
+        into R, nothing assigned), so the code and kernels it uses are paged in too.
         """
-        import io
+        import tempfile
 
         import pyarrow as pa
         import pyarrow.parquet as pq
 
+        from gateway.node.datasources import TableRef, TableSource, read_columns
+        from gateway.node.r_convert import arrow_to_r_dataframe, columns_to_r_dataframe
+
         self.ri.baseenv.find("gc")()
-        buffer = io.BytesIO()
-        pq.write_table(pa.table({"x": [1.0, 2.0], "s": ["a", "b"]}), buffer)
-        pq.read_table(io.BytesIO(buffer.getvalue()))
+        table = pa.table(
+            {
+                "x": pa.array([1.0, None]),
+                "n": pa.array([1, None], pa.int32()),
+                "b": pa.array([True, None]),
+                "s": pa.array(["a", None]),
+                "d": pa.array(["u", "v"]).dictionary_encode(),
+            }
+        )
+        arrow_to_r_dataframe(table)
+        # Only an optimisation: a node whose temporary directory is not writable skips it.
+        with contextlib.suppress(OSError), tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "warm.parquet")
+            pq.write_table(table, path)
+            stream = read_columns(TableSource(TableRef("warm", "warm", "warm"), "parquet", path))
+            columns_to_r_dataframe(stream.names, stream.columns, stream.num_rows)
 
     def op_assign_table(self, symbol: str, source, variables: list[str] | None) -> None:
         from gateway.node.datasources import read_columns
