@@ -142,6 +142,9 @@ class RRuntime:
         self.packages = self._discover_packages()
         self._preload([p["name"] for p in self.packages] + ["jsonlite"])
         # Pre-import what a load-table needs so that forked workers do not pay for it.
+        # pyarrow imports pandas the first time it converts Python objects (~150 ms and
+        # hundreds of modules); once here, every fork shares it instead of each importing it.
+        import pandas  # noqa: F401
         import pyarrow.parquet  # noqa: F401
 
         from gateway.node import datasources, r_convert  # noqa: F401
