@@ -27,16 +27,49 @@ log = logging.getLogger(__name__)
 
 __all__ = ["RError", "RPool", "WorkerHandle"]
 
+# Warming a spare worker (a fork, then R's first garbage collection copying the zygote's
+# heap) takes CPU, and a login is followed at once by the session's first command (DSI
+# loads its tables right after login). So while another spare is ready, a login's
+# replacement is made a little later, and only while no command is running (waiting at
+# most _REFILL_MAX_WAIT for busy sessions).
+_REFILL_DELAY = 0.05  # seconds after a login: time for its first command to arrive
+_REFILL_MAX_WAIT = 5.0  # seconds a refill waits for the sessions' commands to finish
+
+
+class _Activity:
+    """How many calls into R workers are running (see _REFILL_DELAY)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._running = 0
+
+    def __enter__(self) -> None:
+        with self._cond:
+            self._running += 1
+
+    def __exit__(self, *exc) -> None:
+        with self._cond:
+            self._running -= 1
+            if not self._running:
+                self._cond.notify_all()
+
+    def wait_idle(self, timeout: float) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._running, timeout)
+
 
 class WorkerHandle:
     """One session's R process. Calls are serialised: one command at a time."""
 
-    def __init__(self, sock: socket.socket, pid: int, limits: Limits):
+    def __init__(
+        self, sock: socket.socket, pid: int, limits: Limits, activity: _Activity | None = None
+    ):
         self.sock = sock
         self.pid = pid
         self.limits = limits
         self.dead_reason: str | None = None
         self._lock = threading.Lock()
+        self._activity = activity or contextlib.nullcontext()
 
     @property
     def alive(self) -> bool:
@@ -47,8 +80,9 @@ class WorkerHandle:
             if self.dead_reason:
                 raise RSessionFailed(self.dead_reason)
             try:
-                send_msg(self.sock, {"op": op, **args})
-                reply = self._wait_reply(timeout)
+                with self._activity:
+                    send_msg(self.sock, {"op": op, **args})
+                    reply = self._wait_reply(timeout)
             except (ChannelClosed, OSError):
                 self._mark_dead(
                     "The R process of this session stopped unexpectedly (it crashed, ran out "
@@ -128,6 +162,7 @@ class RPool:
         self._refill = threading.Event()
         self._stopping = False
         self._refiller: threading.Thread | None = None
+        self._activity = _Activity()
 
     # -- life cycle --------------------------------------------------------------------
 
@@ -198,13 +233,14 @@ class RPool:
                     log.warning("R zygote is gone; starting a new one")
                     self._start_zygote()
         theirs.close()
-        return WorkerHandle(mine, reply["pid"], self.limits)
+        return WorkerHandle(mine, reply["pid"], self.limits, self._activity)
 
     def _refill_loop(self) -> None:
         while not self._stopping:
             self._refill.wait()
             self._refill.clear()
             while not self._stopping and len(self._warm) < self.limits.warm_workers:
+                self._activity.wait_idle(_REFILL_MAX_WAIT)
                 try:
                     worker = self._fork()
                     worker.call("warm", timeout=60)
@@ -224,7 +260,12 @@ class RPool:
             if candidate.alive:
                 worker = candidate
                 break
-        self._refill.set()
+        if self._warm:
+            timer = threading.Timer(_REFILL_DELAY, self._refill.set)
+            timer.daemon = True
+            timer.start()
+        else:
+            self._refill.set()
         if worker is None:
             worker = self._fork()
         try:
