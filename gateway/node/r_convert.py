@@ -159,8 +159,9 @@ def _is_string_view(t: pa.DataType) -> bool:
 @_cdata_res_to_rinterface
 def _new_vector(cls, dtype: type, n: int, fill) -> ri.Sexp:
     """An R vector of ``cls``'s type and length ``n`` whose data ``fill(out)`` writes,
-    ``out`` being a numpy view of R's own memory. ``fill`` must not call R: R's garbage
-    collector could move nothing, but the vector is protected only inside this call."""
+    ``out`` being a numpy view of R's own memory (as rpy2's ``from_memoryview`` does,
+    minus its copy from a Python buffer). ``fill`` runs numpy and Arrow code only, never
+    R, and ``out`` must not outlive this call: the vector is protected only inside it."""
     with memorymanagement.rmemory() as rmemory:
         vec = rmemory.protect(openrlib.rlib.Rf_allocVector(cls._R_TYPE, n))
         if n:
