@@ -32,7 +32,8 @@ def test_a_task_end_to_end_with_the_client(coordinator, capsys):
     assert sorted(n["id"] for n in c.nodes(w.study)) == sorted(w.nodes)
 
     task = c.create_task(w.study, "echo", {"k": [1, 2]})
-    assert task["status"] == "pending" and task["node_ids"] == sorted(w.nodes)
+    # The embedded worker may dispatch before the answer is written: pending or running.
+    assert task["status"] in ("pending", "running") and task["node_ids"] == sorted(w.nodes)
     done = c.wait(task["id"], timeout=20)
     assert done["status"] == "completed"
     assert done["runs"] == {"completed": 3}
