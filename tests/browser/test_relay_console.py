@@ -43,7 +43,7 @@ def fed(relay):  # noqa: F811
     with w.app.app_context():
         org_a = db.session().get(Node, w.node_a).organization_id
     w.user("stella", org_a, ("data_steward", org_a, w.study))
-    return SimpleNamespace(url=w.api.url, world=w)
+    return SimpleNamespace(url=w.server.url, world=w)
 
 
 def fill_image_task(page, url: str, collaboration: int) -> None:

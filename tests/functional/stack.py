@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +36,7 @@ import pytest
 import requests
 import yaml
 
-from tests.unit.coordinator.fixtures import TEST_RELAY_SECRET
+from tests.unit.coordinator.fixtures import TEST_RELAY_SECRET, World, served_world
 
 __all__ = [
     "ADMIN_PASSWORD",
@@ -48,6 +48,8 @@ __all__ = [
     "Station",
     "coordinator_env",
     "free_port",
+    "relay_token",
+    "relay_world",
     "running_stack",
     "until",
 ]
@@ -452,3 +454,75 @@ def running_stack(work: Path, r_lib: str, **options) -> Iterator[Stack]:
     finally:
         stack.stop()
         stack.print_logs()
+
+
+# ------------------------------------------------------------ the relay, in process
+
+
+@contextmanager
+def relay_world(
+    folder: Path, secret_key: str, gateway_url: str, build: Callable[[World], dict]
+) -> Iterator[World]:
+    """A coordinator and its relay in this process, in front of the test gateway at
+    ``gateway_url`` (tests/functional/conftest.py's): the API (``world.server``) and the
+    relay listener (``world.listener``) each on a port of their own.
+
+    ``build(world)`` makes the organisations, collaborations, nodes and users, and
+    returns the nodes that get a relay agent: node name -> its `Policy`. Every node's
+    audience is the test gateway's and the coordinator signs with the secret that
+    gateway trusts, so a relay token is one the gateway accepts. The agents
+    (``world.agents``: node name -> RelayAgent) are connected when this yields; on the
+    way out they stop, then the listener, then the API."""
+    from gateway.agent.relay import RelayAgent
+    from gateway.coordinator import db
+    from gateway.coordinator.models import Node
+    from gateway.coordinator.relay.app import create_relay_app
+    from gateway.coordinator.server import BackgroundServer
+    from tests.functional.conftest import AUDIENCE, ISSUER, TOKEN_SECRET
+
+    settings = {
+        "RELAY_SECRET": TOKEN_SECRET,  # what the test gateway trusts
+        "RELAY_ISSUER": ISSUER,
+        "LONG_POLL_MAX": 5,
+        "RELAY_TIMEOUT": 60,
+        "RELAY_AUTH_CACHE": 0.5,
+        "RELAY_POLL_GRACE": 1,
+    }
+    with served_world(folder, secret_key, threads=16, **settings) as world:
+        world.listener = BackgroundServer(create_relay_app(world.app), threads=16).start()
+        try:
+            policies = build(world)
+            with world.app.app_context():
+                for node in db.session().query(Node):
+                    node.audience = AUDIENCE  # the test gateway's
+                db.session().commit()
+            world.agents = {}
+            try:
+                for name, policy in policies.items():
+                    world.agents[name] = RelayAgent(
+                        f"{world.server.url}/api",
+                        world.keys[name],
+                        gateway_url,
+                        policy,
+                        poll_wait=2,
+                        backoff_initial=0.05,
+                        backoff_max=0.5,
+                        request_timeout=5,
+                    ).start()
+                for agent in world.agents.values():
+                    until(lambda agent=agent: agent.connected, 10, "the relay agents to connect")
+                yield world
+            finally:
+                for agent in world.agents.values():
+                    agent.stop(1)
+        finally:
+            world.listener.stop()
+
+
+def relay_token(world: World, node_id: int, user: str = "alice") -> str:
+    """A relay token for ``user`` to reach node ``node_id``, from the coordinator's API."""
+    r = world.client.post(
+        "/api/auth/relay-token", headers=world.as_user(user), json={"node_id": node_id}
+    )
+    assert r.status_code == 200, r.json
+    return r.json["token"]

@@ -20,16 +20,12 @@ from datashield import DSLoginBuilder, DSSession
 
 from gateway.agent.config import Policy
 from gateway.agent.relay import RelayAgent
-from gateway.coordinator import create_app, db
-from gateway.coordinator.migrate import upgrade
-from gateway.coordinator.models import Node, Role, User
-from gateway.coordinator.relay.app import create_relay_app
-from gateway.coordinator.server import BackgroundServer
-from tests.functional.conftest import AUDIENCE, ISSUER, TOKEN_SECRET, Armadillo
+from gateway.coordinator import db
+from gateway.coordinator.models import Role, User
+from tests.functional.conftest import AUDIENCE, TOKEN_SECRET, Armadillo
 from tests.functional.rds import unserialize
 from tests.functional.rscript import run_r_script
-from tests.functional.stack import until
-from tests.unit.coordinator.fixtures import World
+from tests.functional.stack import relay_token, relay_world, until
 
 pytestmark = [pytest.mark.slow, pytest.mark.r]
 
@@ -40,68 +36,24 @@ TEXT = {"Content-Type": "text/plain"}
 
 @pytest.fixture(scope="module")
 def relay(tmp_path_factory, gateway):
+    def federation(world):
+        orgs = [world.org(f"Hospital {c}") for c in "AB"]
+        world.study = world.collaboration("study", *orgs)
+        world.other = world.collaboration("other", *orgs)
+        world.node_a = world.node("node-a", orgs[0], world.study)
+        world.node_b = world.node("node-b", orgs[1], world.study)  # no agent: offline
+        world.node_x = world.node("node-x", orgs[0], world.other)
+        world.user(
+            "alice", orgs[0], ("researcher", None, world.study), ("researcher", None, world.other)
+        )
+        world.user("bob", orgs[0], ("researcher", None, world.study))
+        world.user("mallory", orgs[1], ("researcher", None, world.study))
+        return {"node-a": Policy(users=frozenset({"alice", "bob"}))}
+
     tmp = tmp_path_factory.mktemp("relay")
-    url = f"sqlite:///{tmp / 'coordinator.db'}"
-    upgrade(url)
-    app = create_app(
-        {
-            "DATABASE_URL": url,
-            "INSTANCE_PATH": str(tmp / "instance"),
-            "SECRET_KEY": "relay-tests-" + "k" * 40,
-            "PASSWORD_HASH_METHOD": "scrypt:1024:8:1",
-            "RELAY_SECRET": TOKEN_SECRET,  # what the test gateway trusts
-            "RELAY_ISSUER": ISSUER,
-            "LONG_POLL_MAX": 5,
-            "RELAY_TIMEOUT": 60,
-            "RELAY_AUTH_CACHE": 0.5,
-            "RELAY_POLL_GRACE": 1,
-        }
-    )
-    api = BackgroundServer(app, threads=16).start()
-    listener = BackgroundServer(create_relay_app(app), threads=16).start()
-    world = World(app, app.test_client())
-    orgs = [world.org(f"Hospital {c}") for c in "AB"]
-    world.study = world.collaboration("study", *orgs)
-    world.other = world.collaboration("other", *orgs)
-    world.node_a = world.node("node-a", orgs[0], world.study)
-    world.node_b = world.node("node-b", orgs[1], world.study)  # no agent: offline
-    world.node_x = world.node("node-x", orgs[0], world.other)
-    with app.app_context():
-        for node in db.session().query(Node):
-            node.audience = AUDIENCE  # the test gateway's
-        db.session().commit()
-    world.user(
-        "alice", orgs[0], ("researcher", None, world.study), ("researcher", None, world.other)
-    )
-    world.user("bob", orgs[0], ("researcher", None, world.study))
-    world.user("mallory", orgs[1], ("researcher", None, world.study))
-    agent = RelayAgent(
-        f"{api.url}/api",
-        world.keys["node-a"],
-        gateway.url,
-        Policy(users=frozenset({"alice", "bob"})),
-        poll_wait=2,
-        backoff_initial=0.05,
-        backoff_max=0.5,
-        request_timeout=5,
-    ).start()
-    world.api, world.listener, world.agent = api, listener, agent
-    until(lambda: agent.connected, 10, "the relay agent to connect")
-    try:
+    with relay_world(tmp, "relay-tests-" + "k" * 40, gateway.url, federation) as world:
+        world.agent = world.agents["node-a"]
         yield world
-    finally:
-        agent.stop(1)
-        listener.stop()
-        api.stop()
-        db.engine(app).dispose()
-
-
-def relay_token(world, node_id: int, user: str = "alice") -> str:
-    r = world.client.post(
-        "/api/auth/relay-token", headers=world.as_user(user), json={"node_id": node_id}
-    )
-    assert r.status_code == 200, r.json
-    return r.json["token"]
 
 
 def relayed(world, token: str) -> Armadillo:
@@ -348,7 +300,7 @@ def test_an_agent_that_dies_mid_call_is_answered_clearly(relay, gateway):
     stops: the caller gets a clear 500 once the node's last poll has ended (its wait,
     2 s here) plus RELAY_POLL_GRACE, not after RELAY_TIMEOUT (60 s here)."""
     agent = RelayAgent(
-        f"{relay.api.url}/api",
+        f"{relay.server.url}/api",
         relay.keys["node-b"],
         gateway.url,
         Policy(),

@@ -20,22 +20,17 @@ import pytest
 import requests
 
 from gateway.agent.config import Policy
-from gateway.agent.relay import RelayAgent
-from gateway.coordinator import create_app, db
-from gateway.coordinator.migrate import upgrade
-from gateway.coordinator.models import Node, Role, User
+from gateway.coordinator import db
+from gateway.coordinator.models import Role, User
 from gateway.coordinator.relay.app import (
     _node_cookie_path,
     _without_relay_cookie,
-    create_relay_app,
 )
 from gateway.coordinator.relay.cookie import COOKIE, CookieSealer
-from gateway.coordinator.server import BackgroundServer
-from tests.functional.conftest import AUDIENCE, ISSUER, TOKEN_SECRET
+from tests.functional.conftest import AUDIENCE, TOKEN_SECRET
 from tests.functional.rds import unserialize
 from tests.functional.rscript import run_r_script
-from tests.functional.stack import until
-from tests.unit.coordinator.fixtures import World
+from tests.functional.stack import relay_token, relay_world
 
 pytestmark = [pytest.mark.slow, pytest.mark.r]
 
@@ -46,68 +41,18 @@ RSCRIPT = {"Content-Type": "application/x-rscript", "Accept": "application/octet
 
 @pytest.fixture(scope="module")
 def relay(tmp_path_factory, gateway):
+    def federation(world):
+        orgs = [world.org(f"Hospital {c}") for c in "AB"]
+        world.study = world.collaboration("study", *orgs)
+        world.node_a = world.node("node-a", orgs[0], world.study)
+        world.node_b = world.node("node-b", orgs[1], world.study)
+        world.user("alice", orgs[0], ("researcher", None, world.study))
+        world.user("bob", orgs[0], ("researcher", None, world.study))
+        return {"node-a": Policy(), "node-b": Policy()}
+
     tmp = tmp_path_factory.mktemp("relay-cookie")
-    url = f"sqlite:///{tmp / 'coordinator.db'}"
-    upgrade(url)
-    app = create_app(
-        {
-            "DATABASE_URL": url,
-            "INSTANCE_PATH": str(tmp / "instance"),
-            "SECRET_KEY": SECRET_KEY,
-            "PASSWORD_HASH_METHOD": "scrypt:1024:8:1",
-            "RELAY_SECRET": TOKEN_SECRET,  # what the test gateway trusts
-            "RELAY_ISSUER": ISSUER,
-            "LONG_POLL_MAX": 5,
-            "RELAY_TIMEOUT": 60,
-            "RELAY_AUTH_CACHE": 0.5,
-            "RELAY_POLL_GRACE": 1,
-        }
-    )
-    api = BackgroundServer(app, threads=16).start()
-    listener = BackgroundServer(create_relay_app(app), threads=16).start()
-    world = World(app, app.test_client())
-    orgs = [world.org(f"Hospital {c}") for c in "AB"]
-    world.study = world.collaboration("study", *orgs)
-    world.node_a = world.node("node-a", orgs[0], world.study)
-    world.node_b = world.node("node-b", orgs[1], world.study)
-    with app.app_context():
-        for node in db.session().query(Node):
-            node.audience = AUDIENCE  # the test gateway's
-        db.session().commit()
-    world.user("alice", orgs[0], ("researcher", None, world.study))
-    world.user("bob", orgs[0], ("researcher", None, world.study))
-    agents = [
-        RelayAgent(
-            f"{api.url}/api",
-            world.keys[name],
-            gateway.url,
-            Policy(),
-            poll_wait=2,
-            backoff_initial=0.05,
-            backoff_max=0.5,
-            request_timeout=5,
-        ).start()
-        for name in ("node-a", "node-b")
-    ]
-    world.api, world.listener = api, listener
-    for agent in agents:
-        until(lambda agent=agent: agent.connected, 10, "the relay agents to connect")
-    try:
+    with relay_world(tmp, SECRET_KEY, gateway.url, federation) as world:
         yield world
-    finally:
-        for agent in agents:
-            agent.stop(1)
-        listener.stop()
-        api.stop()
-        db.engine(app).dispose()
-
-
-def relay_token(world, node_id: int, user: str = "alice") -> str:
-    r = world.client.post(
-        "/api/auth/relay-token", headers=world.as_user(user), json={"node_id": node_id}
-    )
-    assert r.status_code == 200, r.json
-    return r.json["token"]
 
 
 def base_of(world, node_id: int) -> str:

@@ -16,11 +16,16 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy import create_engine, make_url, text
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 POSTGRES_ENV = "DSGATEWAY_TEST_POSTGRES"
 POSTGRES_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -223,6 +228,51 @@ class World:
 
         with self.app.app_context():
             return self._session().execute(select(func.count()).select_from(model)).scalar()
+
+
+# ------------------------------------------------------------ a coordinator of its own
+
+
+@contextmanager
+def sqlite_coordinator(folder: Path, secret_key: str, **settings) -> Iterator[Flask]:
+    """A coordinator app of a test's (or a module's) own: a fresh SQLite database in
+    ``folder``, brought to the schema by the migrations as a deployment's is, and the
+    instance folder there too. ``settings`` add to (or replace) the few every such app
+    needs. The database engine is disposed on the way out."""
+    from gateway.coordinator import create_app, db
+    from gateway.coordinator.migrate import upgrade
+
+    url = f"sqlite:///{folder / 'coordinator.db'}"
+    upgrade(url)
+    app = create_app(
+        {
+            "DATABASE_URL": url,
+            "INSTANCE_PATH": str(folder / "instance"),
+            "SECRET_KEY": secret_key,
+            "PASSWORD_HASH_METHOD": "scrypt:1024:8:1",  # cheap in tests, same code path
+            **settings,
+        }
+    )
+    try:
+        yield app
+    finally:
+        db.engine(app).dispose()
+
+
+@contextmanager
+def served_world(folder: Path, secret_key: str, threads: int = 8, **settings) -> Iterator[World]:
+    """A `sqlite_coordinator` served over real HTTP on a free loopback port
+    (``world.server``, a BackgroundServer: its ``.url``, ``stop()``, ``start()``), and an
+    empty `World` on it for the test to fill. The server is stopped on the way out."""
+    from gateway.coordinator.server import BackgroundServer
+
+    with sqlite_coordinator(folder, secret_key, **settings) as app:
+        world = World(app, app.test_client())
+        world.server = BackgroundServer(app, threads=threads).start()
+        try:
+            yield world
+        finally:
+            world.server.stop()
 
 
 @dataclass
