@@ -35,6 +35,49 @@ __all__ = ["RError", "RPool", "WorkerHandle"]
 _REFILL_DELAY = 0.05  # seconds after a login: time for its first command to arrive
 _REFILL_MAX_WAIT = 5.0  # seconds a refill waits for the sessions' commands to finish
 
+# What embedding R writes into the embedding process's environment: R's start-up files
+# (etc/Renviron, etc/ldpaths) set R_* and _R_* variables, LD_LIBRARY_PATH and a few
+# tools' names, and rpy2 adds PYTHON_SESSION_INITIALIZED.
+_R_PREFIXES = ("R_", "_R_")
+_R_NAMES = frozenset(
+    {
+        "LD_LIBRARY_PATH",
+        "EDITOR",
+        "PAGER",
+        "MAKE",
+        "SED",
+        "TAR",
+        "LN_S",
+        "PYTHON_SESSION_INITIALIZED",
+    }
+)
+
+
+def _set_by_r(name: str) -> bool:
+    return name.startswith(_R_PREFIXES) or name in _R_NAMES
+
+
+def _zygote_env() -> dict[str, str] | None:
+    """The zygote's environment: ours, without what an R embedded in this process added.
+
+    The web process never embeds R, but a process hosting a pool may have (a pytest run
+    in which an rpy2 test came first). Inherited, R's variables break the zygote:
+    LD_LIBRARY_PATH then lists the system's library directory first, so the zygote's
+    Python loads the system's libpython instead of its own and `import ssl` fails. So
+    once rpy2 is loaded here, R's variables are reset to the values this process was
+    started with, read from /proc/self/environ (setenv never changes it, so this holds
+    however late rpool is imported). Other variables, including those set at run time
+    on purpose (a test's DSGATEWAY_CANARY), are passed on unchanged. None: inherit.
+    """
+    if "rpy2.rinterface" not in sys.modules:
+        return None
+    with open("/proc/self/environ", "rb") as f:
+        entries = [e.split(b"=", 1) for e in f.read().split(b"\0") if b"=" in e]
+    started = {os.fsdecode(name): os.fsdecode(value) for name, value in entries}
+    env = {name: value for name, value in os.environ.items() if not _set_by_r(name)}
+    env.update({name: value for name, value in started.items() if _set_by_r(name)})
+    return env
+
 
 class _Activity:
     """How many calls into R workers are running (see _REFILL_DELAY)."""
@@ -179,7 +222,9 @@ class RPool:
     def _start_zygote(self) -> None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         cmd = [sys.executable, "-m", "gateway.node.rzygote", str(child.fileno()), self.r_lib or ""]
-        self._zygote = subprocess.Popen(cmd, pass_fds=[child.fileno()], close_fds=True)
+        self._zygote = subprocess.Popen(
+            cmd, pass_fds=[child.fileno()], close_fds=True, env=_zygote_env()
+        )
         child.close()
         parent.settimeout(120)
         try:
