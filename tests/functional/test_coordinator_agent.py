@@ -20,57 +20,47 @@ from gateway.agent.config import AgentConfig, Policy
 from gateway.agent.executors import ALGORITHMS, GatewayExecutor
 from gateway.agent.link import CoordinatorLink, WorkNews
 from gateway.agent.relay import RelayAgent
-from gateway.coordinator import create_app, db
 from gateway.coordinator.celery_app import EmbeddedWorker
-from gateway.coordinator.migrate import upgrade
 from gateway.coordinator.models import Run
 from gateway.coordinator.server import BackgroundServer
 from tests.functional.stack import until
-from tests.unit.coordinator.fixtures import TEST_RELAY_SECRET, World
+from tests.unit.coordinator.fixtures import TEST_RELAY_SECRET, World, sqlite_coordinator
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def coordinator(tmp_path):
-    url = f"sqlite:///{tmp_path / 'coordinator.db'}"
-    upgrade(url)
-    app = create_app(
-        {
-            "DATABASE_URL": url,
-            "INSTANCE_PATH": str(tmp_path / "instance"),
-            "SECRET_KEY": "agent-tests-" + "k" * 40,
-            "PASSWORD_HASH_METHOD": "scrypt:1024:8:1",
-            "RELAY_SECRET": TEST_RELAY_SECRET,
-            "SWEEP_INTERVAL": 0.5,
-            "LONG_POLL_MAX": 10,
-            "RUN_LEASE": 30,
-        }
-    )
-    worker = EmbeddedWorker(app).start()
-    server = BackgroundServer(app, threads=16).start()
-    world = World(app, app.test_client())
-    orgs = [world.org(f"Hospital {c}") for c in "ABC"]
-    world.study = world.collaboration("study", *orgs)
-    world.nodes = [
-        world.node(f"node-{c}", o, world.study) for c, o in zip("abc", orgs, strict=True)
-    ]
-    world.user("alice", orgs[0], ("researcher", None, world.study))
-    world.user("mallory", orgs[1], ("researcher", None, world.study))
-    world.server = server
-    agents: list = []  # Agent and RelayAgent
-    world.agents = agents
-    try:
-        yield world
-    finally:
-        stoppers = [threading.Thread(target=a.stop, args=(2,)) for a in agents]
-        for t in stoppers:
-            t.start()
-        server.stop()
-        for t in stoppers:
-            t.join()
-        worker.stop()
-        db.engine(app).dispose()
+    settings = {
+        "RELAY_SECRET": TEST_RELAY_SECRET,
+        "SWEEP_INTERVAL": 0.5,
+        "LONG_POLL_MAX": 10,
+        "RUN_LEASE": 30,
+    }
+    with sqlite_coordinator(tmp_path, "agent-tests-" + "k" * 40, **settings) as app:
+        worker = EmbeddedWorker(app).start()
+        server = BackgroundServer(app, threads=16).start()
+        world = World(app, app.test_client())
+        orgs = [world.org(f"Hospital {c}") for c in "ABC"]
+        world.study = world.collaboration("study", *orgs)
+        world.nodes = [
+            world.node(f"node-{c}", o, world.study) for c, o in zip("abc", orgs, strict=True)
+        ]
+        world.user("alice", orgs[0], ("researcher", None, world.study))
+        world.user("mallory", orgs[1], ("researcher", None, world.study))
+        world.server = server
+        agents: list = []  # Agent and RelayAgent
+        world.agents = agents
+        try:
+            yield world
+        finally:
+            stoppers = [threading.Thread(target=a.stop, args=(2,)) for a in agents]
+            for t in stoppers:
+                t.start()
+            server.stop()
+            for t in stoppers:
+                t.join()
+            worker.stop()
 
 
 def start_agent(

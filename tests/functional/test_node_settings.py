@@ -24,14 +24,12 @@ from gateway.agent.config import AgentConfig, Policy
 from gateway.agent.executors import GatewayExecutor
 from gateway.agent.link import CoordinatorLink
 from gateway.agent.settings_report import SettingsReport
-from gateway.coordinator import create_app, db
-from gateway.coordinator.migrate import upgrade
+from gateway.coordinator import db
 from gateway.coordinator.models import AuditEvent
-from gateway.coordinator.server import BackgroundServer
 from tests.functional.conftest import Armadillo
 from tests.functional.rds import unserialize
 from tests.functional.stack import Process, free_port, until
-from tests.unit.coordinator.fixtures import World
+from tests.unit.coordinator.fixtures import served_world
 
 pytestmark = pytest.mark.slow
 
@@ -40,29 +38,12 @@ SEED = 918273645
 
 @pytest.fixture
 def coordinator(tmp_path):
-    url = f"sqlite:///{tmp_path / 'coordinator.db'}"
-    upgrade(url)
-    app = create_app(
-        {
-            "DATABASE_URL": url,
-            "INSTANCE_PATH": str(tmp_path / "instance"),
-            "SECRET_KEY": "settings-tests-" + "k" * 40,
-            "PASSWORD_HASH_METHOD": "scrypt:1024:8:1",
-            "LONG_POLL_MAX": 5,
-        }
-    )
-    server = BackgroundServer(app, threads=8).start()
-    world = World(app, app.test_client())
-    org = world.org("Hospital A")
-    world.study = world.collaboration("study", org)
-    world.node_id = world.node("node-a", org, world.study)
-    world.user("alice", org, ("researcher", None, world.study))
-    world.server = server
-    try:
+    with served_world(tmp_path, "settings-tests-" + "k" * 40, LONG_POLL_MAX=5) as world:
+        org = world.org("Hospital A")
+        world.study = world.collaboration("study", org)
+        world.node_id = world.node("node-a", org, world.study)
+        world.user("alice", org, ("researcher", None, world.study))
         yield world
-    finally:
-        server.stop()
-        db.engine(app).dispose()
 
 
 def _reported(world) -> dict | None:

@@ -14,35 +14,26 @@ import pytest
 from kombu import Connection
 from sqlalchemy import func, select
 
-from gateway.coordinator import create_app, db, memory_transport
+from gateway.coordinator import db, memory_transport
 from gateway.coordinator.celery_app import EmbeddedWorker
-from gateway.coordinator.migrate import upgrade
 from gateway.coordinator.models import Run, Task
 from tests.functional.stack import until
-from tests.unit.coordinator.fixtures import TEST_RELAY_SECRET, World
+from tests.unit.coordinator.fixtures import TEST_RELAY_SECRET, World, sqlite_coordinator
 
 
 @pytest.fixture
 def embedded(tmp_path):
-    url = f"sqlite:///{tmp_path / 'coordinator.db'}"
-    upgrade(url)
-    app = create_app(
-        {
-            "DATABASE_URL": url,
-            "INSTANCE_PATH": str(tmp_path / "instance"),
-            "SECRET_KEY": "embedded-worker-" + "k" * 40,
-            "PASSWORD_HASH_METHOD": "scrypt:1024:8:1",
-            "RELAY_SECRET": TEST_RELAY_SECRET,
-            "SWEEP_INTERVAL": 3600,  # no sweep message during the idle window
-            "CELERY_QUEUE": f"dsgw-embedded-{uuid.uuid4().hex[:8]}",
-        }
-    )
-    worker = EmbeddedWorker(app).start()
-    try:
-        yield app, worker
-    finally:
-        worker.stop()
-        db.engine(app).dispose()
+    settings = {
+        "RELAY_SECRET": TEST_RELAY_SECRET,
+        "SWEEP_INTERVAL": 3600,  # no sweep message during the idle window
+        "CELERY_QUEUE": f"dsgw-embedded-{uuid.uuid4().hex[:8]}",
+    }
+    with sqlite_coordinator(tmp_path, "embedded-worker-" + "k" * 40, **settings) as app:
+        worker = EmbeddedWorker(app).start()
+        try:
+            yield app, worker
+        finally:
+            worker.stop()
 
 
 def _transport(worker: EmbeddedWorker):
