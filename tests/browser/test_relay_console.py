@@ -20,14 +20,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from gateway.coordinator import create_app, db
-from gateway.coordinator.migrate import upgrade
+from gateway.coordinator import db
 from gateway.coordinator.models import Node
-from gateway.coordinator.server import BackgroundServer
 from tests.browser.test_journeys import assert_same_origin, sign_in
 from tests.functional.conftest import gateway  # noqa: F401 (fixture)
 from tests.functional.test_relay import relay, relay_token, relayed  # noqa: F401 (fixture)
-from tests.unit.coordinator.fixtures import PASSWORD, World
+from tests.unit.coordinator.fixtures import PASSWORD, served_world
 
 pytestmark = [pytest.mark.slow, pytest.mark.r]
 
@@ -136,27 +134,12 @@ def test_a_relay_image_task_names_its_stations_in_the_form_and_on_its_page(open_
 def no_relay(tmp_path_factory):
     """A coordinator without a relay (no RELAY_SECRET, no key file)."""
     tmp = tmp_path_factory.mktemp("no-relay")
-    url = f"sqlite:///{tmp / 'c.db'}"
-    upgrade(url)
-    app = create_app(
-        {
-            "DATABASE_URL": url,
-            "INSTANCE_PATH": str(tmp / "instance"),
-            "SECRET_KEY": "no-relay-" + "k" * 40,
-            "PASSWORD_HASH_METHOD": "scrypt:1024:8:1",
-        }
-    )
-    server = BackgroundServer(app, threads=8).start()
-    w = World(app, app.test_client())
-    org = w.org("Hospital A")
-    w.study = w.collaboration("study", org)
-    w.node("node-a", org, w.study)
-    w.user("rita", org, ("researcher", None, w.study))
-    try:
-        yield SimpleNamespace(url=server.url, world=w)
-    finally:
-        server.stop()
-        db.engine(app).dispose()
+    with served_world(tmp, "no-relay-" + "k" * 40) as w:
+        org = w.org("Hospital A")
+        w.study = w.collaboration("study", org)
+        w.node("node-a", org, w.study)
+        w.user("rita", org, ("researcher", None, w.study))
+        yield SimpleNamespace(url=w.server.url, world=w)
 
 
 def test_the_apis_relay_message_is_shown_next_to_the_relay_checkbox(open_page, no_relay):

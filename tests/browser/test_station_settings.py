@@ -13,11 +13,8 @@ from types import SimpleNamespace
 import pytest
 
 from gateway.agent.settings_report import profile_settings
-from gateway.coordinator import create_app, db
-from gateway.coordinator.migrate import upgrade
-from gateway.coordinator.server import BackgroundServer
 from tests.browser.test_journeys import assert_same_origin, sign_in
-from tests.unit.coordinator.fixtures import PASSWORD, World
+from tests.unit.coordinator.fixtures import PASSWORD, served_world
 
 pytestmark = pytest.mark.slow
 
@@ -33,44 +30,29 @@ OWN = {"nfilter.tab": "7", "datashield.seed": "55501"}
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("station-settings")
-    url = f"sqlite:///{tmp / 'c.db'}"
-    upgrade(url)
-    app = create_app(
-        {
-            "DATABASE_URL": url,
-            "INSTANCE_PATH": str(tmp / "instance"),
-            "SECRET_KEY": "station-settings-" + "k" * 40,
-            "PASSWORD_HASH_METHOD": "scrypt:1024:8:1",
+    with served_world(tmp, "station-settings-" + "k" * 40) as w:
+        a, b, c = w.org("Hospital A"), w.org("Hospital B"), w.org("Registry C")
+        w.study = w.collaboration("study", a, b)
+        w.other = w.collaboration("other", c)
+        w.node_a = w.node("node-a", a, w.study)
+        w.node_b = w.node("node-b", b, w.study)
+        w.user("rita", a, ("researcher", None, w.study))
+        w.user("otto", c, ("researcher", None, w.other))
+        settings, withheld = profile_settings({**PACKAGE, **OWN}, OWN)
+        profile = {
+            "name": "strict",
+            "packages": [{"name": "dsGatewayBase", "version": "0.3.0"}],
+            "package_whitelist": ["dsGatewayBase"],
+            "blacklist": ["histogramDS1"],
+            "methods": {"aggregate": 60, "assign": 30},
+            "settings": settings,
+            "withheld": withheld,
         }
-    )
-    server = BackgroundServer(app, threads=8).start()
-    w = World(app, app.test_client())
-    a, b, c = w.org("Hospital A"), w.org("Hospital B"), w.org("Registry C")
-    w.study = w.collaboration("study", a, b)
-    w.other = w.collaboration("other", c)
-    w.node_a = w.node("node-a", a, w.study)
-    w.node_b = w.node("node-b", b, w.study)
-    w.user("rita", a, ("researcher", None, w.study))
-    w.user("otto", c, ("researcher", None, w.other))
-    settings, withheld = profile_settings({**PACKAGE, **OWN}, OWN)
-    profile = {
-        "name": "strict",
-        "packages": [{"name": "dsGatewayBase", "version": "0.3.0"}],
-        "package_whitelist": ["dsGatewayBase"],
-        "blacklist": ["histogramDS1"],
-        "methods": {"aggregate": 60, "assign": 30},
-        "settings": settings,
-        "withheld": withheld,
-    }
-    r = w.client.put(
-        "/api/node/settings", json={"profiles": [profile]}, headers=w.as_node("node-a")
-    )
-    assert r.status_code == 200, r.json
-    try:
-        yield SimpleNamespace(url=server.url, world=w)
-    finally:
-        server.stop()
-        db.engine(app).dispose()
+        r = w.client.put(
+            "/api/node/settings", json={"profiles": [profile]}, headers=w.as_node("node-a")
+        )
+        assert r.status_code == 200, r.json
+        yield SimpleNamespace(url=w.server.url, world=w)
 
 
 def test_a_researcher_sees_each_stations_profiles_read_only(open_page, fed):
