@@ -422,13 +422,9 @@ def test_a_cancelled_task_kills_its_running_containers(stack, probe_image, docke
     assert run["status"] == "cancelled"
 
 
-RELAY_SCRIPT = """
-    import json
-    import os
-    import socket
-
-    import requests
-
+# The pooled mean of D$age over every station the script's session opened, and their
+# names: what a relay task's script computes.
+POOLED_MEAN_SCRIPT = """
     means = ds.mean(session, "D$age")
     write_json(
         "pooled.json",
@@ -436,6 +432,18 @@ RELAY_SCRIPT = """
          "n_valid": int(means.loc[ds.COMBINED, "n_valid"]),
          "stations": sorted(c.name for c in session.conns)},
     )
+"""
+
+RELAY_SCRIPT = (
+    """
+    import json
+    import os
+    import socket
+
+    import requests
+"""
+    + POOLED_MEAN_SCRIPT
+    + """
     # The relay port leads to the coordinator's relay listener and nothing else of it.
     relay = os.environ["DSGATEWAY_RELAY_URL"]
     station = json.loads(os.environ["DSGATEWAY_STATIONS"])[0]
@@ -459,6 +467,7 @@ RELAY_SCRIPT = """
          "ports": ports},
     )
 """
+)
 
 
 def test_a_script_opens_both_stations_through_the_relay_and_only_the_relay(
@@ -566,17 +575,6 @@ def test_an_r_script_opens_every_station_through_the_relay(stack, client_r, imag
         assert out["mean"] == pytest.approx(float(pooled.mean()), rel=1e-10)
 
 
-ONCE_SCRIPT = """
-    means = ds.mean(session, "D$age")
-    write_json(
-        "pooled.json",
-        {"mean": float(means.loc[ds.COMBINED, "mean"]),
-         "n_valid": int(means.loc[ds.COMBINED, "n_valid"]),
-         "stations": sorted(c.name for c in session.conns)},
-    )
-"""
-
-
 def test_a_script_runs_once_at_one_node_and_reaches_the_stations_it_names(
     stack, client_python, image_gateway
 ):
@@ -596,7 +594,7 @@ def test_a_script_runs_once_at_one_node_and_reaches_the_stations_it_names(
     task = researcher.create_image_task(
         w.study,
         f"dsgateway-test/client-python:dev@{client_python}",
-        {"analysis.py": textwrap.dedent(ONCE_SCRIPT)},
+        {"analysis.py": textwrap.dedent(POOLED_MEAN_SCRIPT)},
         parameters={"script": "analysis.py", "tables": {"D": TABLE}},
         nodes=[node_a],
         stations=[node_a, node_b],
