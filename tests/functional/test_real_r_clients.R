@@ -10,21 +10,11 @@
 # DSG_TABLE, DSG_POOLED (CSV of the table's rows). Output: TAP lines; the exit status is
 # the number of failed checks.
 
-suppressPackageStartupMessages({
-  library(DSI)
-  library(DSMolgenisArmadillo)
-  library(DSOpal)
-  library(dsBaseClient)
-})
-options(datashield.progress = FALSE)
-
-env <- function(name) Sys.getenv(name)
-# The shared TAP helpers (check, close_to, must), next to this script.
-source(file.path(dirname(sub("^--file=", "", grep("^--file=", commandArgs(FALSE), value = TRUE)[1])), "tap.R"))
-
-one <- read.csv(env("DSG_POOLED"), stringsAsFactors = TRUE)
-one$sex <- factor(one$sex, levels = c("female", "male"))
-P <- rbind(one, one) # what the two logins hold together
+suppressPackageStartupMessages(library(DSMolgenisArmadillo))
+# What the real-client scripts share, next to this script: DSI, DSOpal, dsBaseClient,
+# env(), the TAP helpers (check, close_to, must), and the pooled rows `one` and `P`
+# (the table twice: what the two logins hold together).
+source(file.path(dirname(sub("^--file=", "", grep("^--file=", commandArgs(FALSE), value = TRUE)[1])), "real_clients.R"))
 
 builder <- newDSLoginBuilder()
 builder$append(
