@@ -216,7 +216,12 @@ def bench_idle(
     seconds = max(seconds, poll_wait + 5)
     try:
         collab, made = coord.collaboration(agents)
-        sims = [SimAgent(coord.url, n["api_key"], poll_wait, legacy=legacy).start() for n in made]
+        # Stations start independently, so their polls end spread over the poll period;
+        # started at once, their renewals would come in one burst, which waitress
+        # serves in fewer turns of its loop (cheaper, and not what a real deployment sees).
+        for n in made:
+            sims.append(SimAgent(coord.url, n["api_key"], poll_wait, legacy=legacy).start())
+            time.sleep(poll_wait / agents)
 
         def beats():
             beating.wait()
@@ -329,7 +334,8 @@ def report_lines(results: dict) -> list[str]:
         )
         rows.append(
             f"| {idle['agents']} connected idle node agents (each {polls}; "
-            f"{idle['poll_wait_s']:g} s polls; no heartbeats, as a real agent sends none "
+            f"{idle['poll_wait_s']:g} s polls, started over one poll period as independent "
+            "stations are; no heartbeats, as a real agent sends none "
             f"while it holds no run): the coordinator process's CPU | <= 1 CPU-s per "
             f"minute | {idle['cpu_s_per_min_polls_only']:.2f} CPU-s per minute | the same "
             f"agents also heartbeating every {idle['heartbeat_s']:g} s (as while running): "
@@ -364,12 +370,15 @@ def report_notes(results: dict) -> list[str]:
             "- Idle: each agent holds one long poll, as a real station does (its relay",
             '  exchange also tells of work; docs/relay.md, "One long poll"); before, it also',
             "  held a work long poll: twice the requests on twice the connections",
-            "  (`bench/coordinator.py --skip relay --skip dispatch --idle-legacy`). Where the",
-            "  rest goes (per thread, quiet machine): the exchanges themselves about half",
-            "  (an idle one re-checks the API key and writes `last_seen`), waitress' loop",
-            "  (it looks at every open connection on each turn) a fifth. The embedded",
-            "  Celery worker no longer polls its in-memory queue (it waits for a message;",
-            "  docs/coordinator.md). CPU per request grows with the machine's load.",
+            "  (`bench/coordinator.py --skip relay --skip dispatch --idle-legacy`). The",
+            "  agents start over one poll period (their renewals then come one by one, as",
+            "  from independent stations; started at once, the figure is about half, as",
+            "  waitress serves a burst in fewer turns of its loop). An idle renewal writes",
+            "  nothing at once: the node's `last_seen` is queued and written with other",
+            '  nodes\' every 10 s in one transaction (docs/coordinator.md, "Liveness").',
+            "  What is left per renewal (about 2 ms of CPU): Flask and marshmallow, the API",
+            "  key's lookup (its 5 s cache has expired by then), and waitress' loop, which",
+            "  looks at every open connection on each turn.",
         ]
         if idle["cpu_s_per_min"] > 1:
             notes += [

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 from flask import current_app, g, request
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, select
 
 from gateway.coordinator import db
 from gateway.coordinator.errors import Forbidden, NotFound, Unauthorized
-from gateway.coordinator.models import Collaboration, Node, Organization, Role, User, utcnow
+from gateway.coordinator.liveness import touch_node
+from gateway.coordinator.models import Collaboration, Node, Organization, Role, User
 from gateway.coordinator.security import hash_api_key
 
 __all__ = [
@@ -37,10 +37,6 @@ __all__ = [
 ]
 
 ANY_ROLE = frozenset({"admin", "researcher", "data_steward"})
-# last_seen is written at most this often per node: an idle agent's long poll (up to
-# LONG_POLL_MAX, 60 s) then costs one write a minute, and a node stays online as long as
-# it polls (NODE_OFFLINE_AFTER, 90 s, is more than a poll plus this).
-_LAST_SEEN_GRANULARITY = timedelta(seconds=15)
 _NODE_BY_KEY = select(Node).where(Node.api_key_hash == bindparam("key_hash"))
 
 
@@ -181,25 +177,6 @@ def authenticate_node() -> Node:
     touch_node(node)
     g.node = node
     return node
-
-
-def touch_node(node: Node, force: bool = False) -> None:
-    """Record that the node was seen, in a transaction of its own, committed at once.
-
-    Liveness is not part of what a request changes: keeping the node's row locked for
-    the length of a request would make two requests of one node wait on each other
-    (and, with run rows locked in another order, deadlock)."""
-    now = utcnow()
-    if force or node.last_seen is None or now - node.last_seen > _LAST_SEEN_GRANULARITY:
-        s = db.session()
-        s.execute(
-            update(Node)
-            .where(Node.id == node.id)
-            .values(last_seen=now)
-            .execution_options(synchronize_session=False)
-        )
-        s.commit()
-        node.last_seen = now
 
 
 def current_node() -> Node:

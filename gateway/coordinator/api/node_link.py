@@ -16,8 +16,9 @@ from sqlalchemy import bindparam, select
 from gateway.coordinator import audit, db
 from gateway.coordinator.api.endpoint import endpoint
 from gateway.coordinator.app import services
-from gateway.coordinator.authz import current_node, touch_node
+from gateway.coordinator.authz import current_node
 from gateway.coordinator.errors import Conflict, NotFound
+from gateway.coordinator.liveness import touch_node
 from gateway.coordinator.models import Node, Run
 from gateway.coordinator.runs import (
     all_runs_final,

@@ -72,7 +72,7 @@ def _authenticate() -> None:
         g.node = hit[1]
         return
     node = authenticate_node()  # 401 for a missing or unknown key
-    db.commit()  # the last_seen touch; hold no transaction while waiting
+    db.commit()  # hold no transaction while waiting
     ttl = float(current_app.config.get("RELAY_AUTH_CACHE", 5))
     if digest and ttl > 0:
         known = SimpleNamespace(
