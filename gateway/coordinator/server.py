@@ -13,14 +13,36 @@ __all__ = ["BackgroundServer", "make_server"]
 
 
 def make_server(app: Flask, host: str, port: int, threads: int | None = None):
+    limit = int(app.config["CONNECTION_LIMIT"])
+    _allow_open_files(limit)
     return create_server(
         app,
         host=host,
         port=port,
         threads=threads or int(app.config["THREADS"]),
-        connection_limit=int(app.config["CONNECTION_LIMIT"]),
+        connection_limit=limit,
         ident="dsgateway-coordinator",
+        # waitress' loop uses select() unless told otherwise, and select() cannot watch
+        # a descriptor numbered 1024 or more: with a few hundred connected agents the
+        # loop would stop with "filedescriptor out of range". poll() has no such limit.
+        asyncore_use_poll=True,
     )
+
+
+def _allow_open_files(connections: int) -> None:
+    """Raise the process's soft limit on open files (often 1024) towards the hard one,
+    so CONNECTION_LIMIT connections (plus the database's, the logs', R's) can be
+    accepted; a lower hard limit is left as the operator set it."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on POSIX
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections + 512
+    if hard != resource.RLIM_INFINITY:
+        wanted = min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 class BackgroundServer:

@@ -22,6 +22,9 @@ def _options(app: Flask, threads: int) -> dict:
         "max_request_body_size": max(cfg.server.max_body * 4, 1 << 20),
         "ident": "dsgateway",
         "channel_timeout": 3600,  # /lastresult may wait for a long command
+        # select() (waitress' default) cannot watch descriptors numbered 1024 or more,
+        # which a gateway with many sessions (a socket to each R process) may reach.
+        "asyncore_use_poll": True,
     }
 
 
