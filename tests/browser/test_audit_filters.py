@@ -5,34 +5,21 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.coordinator import create_app, db
-from gateway.coordinator.migrate import upgrade
-from tests.unit.coordinator.fixtures import PASSWORD, World
+from tests.unit.coordinator.fixtures import PASSWORD, World, sqlite_coordinator
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("audit-filters")
-    url = f"sqlite:///{tmp / 'c.db'}"
-    upgrade(url)
-    app = create_app(
-        {
-            "TESTING": True,
-            "DATABASE_URL": url,
-            "INSTANCE_PATH": str(tmp),
-            "SECRET_KEY": "audit-filters-" + "k" * 32,
-            "PASSWORD_HASH_METHOD": "scrypt:1024:8:1",
-            "CELERY_TASK_ALWAYS_EAGER": True,
-        }
-    )
-    w = World(app, app.test_client())
-    org = w.org("Hospital A")
-    w.study = w.collaboration("study", org)
-    w.node_id = w.node("node-a", org, w.study)
-    w.user("boss", org, ("admin", None, None))
-    w.user("alice", org, ("researcher", None, w.study))
-    yield w
-    db.engine(app).dispose()
+    settings = {"TESTING": True, "CELERY_TASK_ALWAYS_EAGER": True}
+    with sqlite_coordinator(tmp, "audit-filters-" + "k" * 32, **settings) as app:
+        w = World(app, app.test_client())
+        org = w.org("Hospital A")
+        w.study = w.collaboration("study", org)
+        w.node_id = w.node("node-a", org, w.study)
+        w.user("boss", org, ("admin", None, None))
+        w.user("alice", org, ("researcher", None, w.study))
+        yield w
 
 
 def test_outcome_and_until_filter_and_result_size_is_recorded(world):

@@ -40,15 +40,14 @@ from gateway.agent.images.tokens import ItemTokenSource, JwtTokenMinter
 from gateway.agent.link import CoordinatorLink
 from gateway.agent.relay import RelayAgent
 from gateway.client import CoordinatorClient
-from gateway.coordinator import create_app, db
+from gateway.coordinator import db
 from gateway.coordinator.celery_app import EmbeddedWorker
-from gateway.coordinator.migrate import upgrade
 from gateway.coordinator.models import AuditEvent, ImageRunPhase, Node
 from gateway.coordinator.relay.app import create_relay_app
 from gateway.coordinator.server import BackgroundServer
 from gateway.node.audit import AuditLog
 from tests.e2e.conftest import AUDIENCE, ISSUER, PY_BASE, TOKEN_SECRET
-from tests.unit.coordinator.fixtures import PASSWORD, World
+from tests.unit.coordinator.fixtures import PASSWORD, served_world
 
 pytestmark = [pytest.mark.slow, pytest.mark.r, pytest.mark.timeout(900)]
 
@@ -93,90 +92,80 @@ class Station:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, docker_client, image_gateway, image_tokens):
     tmp = tmp_path_factory.mktemp("image-tasks")
-    url = f"sqlite:///{tmp / 'coordinator.db'}"
-    upgrade(url)
-    app = create_app(
-        {
-            "DATABASE_URL": url,
-            "INSTANCE_PATH": str(tmp / "instance"),
-            "SECRET_KEY": "image-tasks-" + "k" * 40,
-            "PASSWORD_HASH_METHOD": "scrypt:1024:8:1",
-            # Relay tokens the gateway accepts (it verifies them as any relayed call's).
-            "RELAY_SECRET": TOKEN_SECRET,
-            "RELAY_ISSUER": ISSUER,
-            "SWEEP_INTERVAL": 0.5,
-            "LONG_POLL_MAX": 5,
-        }
-    )
-    worker = EmbeddedWorker(app).start()
-    server = BackgroundServer(app, threads=16).start()
-    relay = BackgroundServer(create_relay_app(app), threads=16).start()
-    w = World(app, app.test_client())
-    org_a, org_b = w.org("Hospital A"), w.org("Hospital B")
-    w.study = w.collaboration("study", org_a, org_b)
-    w.node_ids = {
-        "node-a": w.node("node-a", org_a, w.study),
-        "node-b": w.node("node-b", org_b, w.study),
+    settings = {
+        # Relay tokens the gateway accepts (it verifies them as any relayed call's).
+        "RELAY_SECRET": TOKEN_SECRET,
+        "RELAY_ISSUER": ISSUER,
+        "SWEEP_INTERVAL": 0.5,
+        "LONG_POLL_MAX": 5,
     }
-    with app.app_context():  # both stations stand for the one gateway of these tests
-        for node in db.session().query(Node):
-            node.audience = AUDIENCE
-        db.commit()
-    w.relay_url, w.api_port = relay.url, server.port
-    w.user("alice", org_a, ("researcher", None, w.study))
-    w.user("steward_a", org_a, ("data_steward", org_a, w.study))
-    w.user("steward_b", org_b, ("data_steward", org_b, w.study))
-    w.url = server.url + "/api"
-    w.stations, stoppers = {}, []
-    for name in ("node-a", "node-b"):
-        station = Station(name, tmp / name, image_gateway)
-        cfg = AgentConfig.from_dict(
-            {
-                "coordinator": server.url,
-                "poll_wait": 2,
-                "heartbeat_interval": 1,
-                "backoff_initial": 0.05,
-                "backoff_max": 0.5,
-                "request_timeout": 10,
-                "policy": {"algorithms": ["image"], "projects": ["demo"]},
-                "images": {
-                    "proxy_image": PY_BASE,
-                    "docker_host": os.environ["DOCKER_HOST"],  # set by docker_client
-                    "node_name": f"e2e-tasks-{name}",
-                    "pull": False,
-                    "tokens_from": "node" if name == "node-a" else "coordinator",
-                    "relay": relay.url,
-                    "sync_interval": 0.3,
-                    "limits": {"wall_time": 120},
-                },
-            }
-        )
-        link = CoordinatorLink(cfg.api_url, w.keys[name], cfg.request_timeout)
-        executor = build_executor(
-            cfg, link, None, station.node_cfg, image_gateway.address, station.audit
-        )
-        agent = Agent(cfg, link, executor).start()
-        relayer = RelayAgent(
-            cfg.api_url, w.keys[name], image_gateway.url, cfg.policy, poll_wait=2
-        ).start()
-        station.executor = executor
-        stoppers.append((agent, executor, relayer))
-        w.stations[name] = station
-    try:
-        yield w
-    finally:
-        threads = [threading.Thread(target=a.stop, args=(2,)) for a, _, _ in stoppers]
-        threads += [threading.Thread(target=r.stop, args=(2,)) for _, _, r in stoppers]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        for _, executor, _ in stoppers:
-            executor.close()
-        relay.stop()
-        server.stop()
-        worker.stop()
-        db.engine(app).dispose()
+    with served_world(tmp, "image-tasks-" + "k" * 40, threads=16, **settings) as w:
+        app, server = w.app, w.server
+        worker = EmbeddedWorker(app).start()
+        relay = BackgroundServer(create_relay_app(app), threads=16).start()
+        org_a, org_b = w.org("Hospital A"), w.org("Hospital B")
+        w.study = w.collaboration("study", org_a, org_b)
+        w.node_ids = {
+            "node-a": w.node("node-a", org_a, w.study),
+            "node-b": w.node("node-b", org_b, w.study),
+        }
+        with app.app_context():  # both stations stand for the one gateway of these tests
+            for node in db.session().query(Node):
+                node.audience = AUDIENCE
+            db.commit()
+        w.relay_url, w.api_port = relay.url, server.port
+        w.user("alice", org_a, ("researcher", None, w.study))
+        w.user("steward_a", org_a, ("data_steward", org_a, w.study))
+        w.user("steward_b", org_b, ("data_steward", org_b, w.study))
+        w.url = server.url + "/api"
+        w.stations, stoppers = {}, []
+        for name in ("node-a", "node-b"):
+            station = Station(name, tmp / name, image_gateway)
+            cfg = AgentConfig.from_dict(
+                {
+                    "coordinator": server.url,
+                    "poll_wait": 2,
+                    "heartbeat_interval": 1,
+                    "backoff_initial": 0.05,
+                    "backoff_max": 0.5,
+                    "request_timeout": 10,
+                    "policy": {"algorithms": ["image"], "projects": ["demo"]},
+                    "images": {
+                        "proxy_image": PY_BASE,
+                        "docker_host": os.environ["DOCKER_HOST"],  # set by docker_client
+                        "node_name": f"e2e-tasks-{name}",
+                        "pull": False,
+                        "tokens_from": "node" if name == "node-a" else "coordinator",
+                        "relay": relay.url,
+                        "sync_interval": 0.3,
+                        "limits": {"wall_time": 120},
+                    },
+                }
+            )
+            link = CoordinatorLink(cfg.api_url, w.keys[name], cfg.request_timeout)
+            executor = build_executor(
+                cfg, link, None, station.node_cfg, image_gateway.address, station.audit
+            )
+            agent = Agent(cfg, link, executor).start()
+            relayer = RelayAgent(
+                cfg.api_url, w.keys[name], image_gateway.url, cfg.policy, poll_wait=2
+            ).start()
+            station.executor = executor
+            stoppers.append((agent, executor, relayer))
+            w.stations[name] = station
+        try:
+            yield w
+        finally:
+            threads = [threading.Thread(target=a.stop, args=(2,)) for a, _, _ in stoppers]
+            threads += [threading.Thread(target=r.stop, args=(2,)) for _, _, r in stoppers]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            for _, executor, _ in stoppers:
+                executor.close()
+            relay.stop()
+            worker.stop()
 
 
 def api(w, method: str, path: str, user: str = "alice", **kw):

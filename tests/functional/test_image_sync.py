@@ -13,11 +13,8 @@ from gateway.agent.executors import Executor, RunOutcome
 from gateway.agent.images.policy import ImagePolicy
 from gateway.agent.images.sync import REFUSED_BY_CONFIG, ApprovalSync
 from gateway.agent.link import CoordinatorLink
-from gateway.coordinator import create_app, db
-from gateway.coordinator.migrate import upgrade
-from gateway.coordinator.server import BackgroundServer
 from gateway.node.audit import AuditLog
-from tests.unit.coordinator.fixtures import TEST_RELAY_SECRET, World
+from tests.unit.coordinator.fixtures import TEST_RELAY_SECRET, served_world
 
 A = "sha256:" + "a1" * 32
 B = "sha256:" + "b2" * 32
@@ -26,30 +23,15 @@ B = "sha256:" + "b2" * 32
 @pytest.fixture(scope="module")
 def coordinator(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("image-sync")
-    url = f"sqlite:///{tmp / 'coordinator.db'}"
-    upgrade(url)
-    app = create_app(
-        {
-            "DATABASE_URL": url,
-            "INSTANCE_PATH": str(tmp / "instance"),
-            "SECRET_KEY": "image-sync-" + "k" * 40,
-            "PASSWORD_HASH_METHOD": "scrypt:1024:8:1",
-            "RELAY_SECRET": TEST_RELAY_SECRET,
-        }
-    )
-    server = BackgroundServer(app, threads=4).start()
-    w = World(app, app.test_client())
-    org = w.org("Hospital A")
-    w.study = w.collaboration("study", org)
-    w.node_id = w.node("node-a", org, w.study)
-    w.user("steward", org, ("data_steward", org, w.study))
-    w.user("alice", org, ("researcher", None, w.study))
-    w.url = server.url + "/api"
-    try:
+    secret_key = "image-sync-" + "k" * 40
+    with served_world(tmp, secret_key, threads=4, RELAY_SECRET=TEST_RELAY_SECRET) as w:
+        org = w.org("Hospital A")
+        w.study = w.collaboration("study", org)
+        w.node_id = w.node("node-a", org, w.study)
+        w.user("steward", org, ("data_steward", org, w.study))
+        w.user("alice", org, ("researcher", None, w.study))
+        w.url = w.server.url + "/api"
         yield w
-    finally:
-        server.stop()
-        db.engine(app).dispose()
 
 
 @pytest.fixture
