@@ -23,7 +23,6 @@ import json
 import os
 import textwrap
 import threading
-import time
 
 import pandas as pd
 import pytest
@@ -47,6 +46,7 @@ from gateway.coordinator.relay.app import create_relay_app
 from gateway.coordinator.server import BackgroundServer
 from gateway.node.audit import AuditLog
 from tests.e2e.conftest import AUDIENCE, ISSUER, PY_BASE, TOKEN_SECRET
+from tests.functional.stack import until
 from tests.unit.coordinator.fixtures import PASSWORD, served_world
 
 pytestmark = [pytest.mark.slow, pytest.mark.r, pytest.mark.timeout(900)]
@@ -57,16 +57,6 @@ MEAN_SCRIPT = """
     answer = session.aggregate("meanDS(D$age)")
     write_json("mean.json", answer["node"])
 """
-
-
-def until(check, timeout: float, what: str):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 class Station:
