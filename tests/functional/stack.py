@@ -50,6 +50,7 @@ __all__ = [
     "free_port",
     "relay_token",
     "relay_world",
+    "remove_roles",
     "running_stack",
     "until",
 ]
@@ -526,3 +527,18 @@ def relay_token(world: World, node_id: int, user: str = "alice") -> str:
     )
     assert r.status_code == 200, r.json
     return r.json["token"]
+
+
+def remove_roles(world: World, username: str) -> None:
+    """Takes every role away from ``username`` (a researcher who left the collaboration),
+    then waits out the relay's cache of who may call (RELAY_AUTH_CACHE, 0.5 s in a
+    `relay_world`), so the relay's next check of the user's token sees it."""
+    from gateway.coordinator import db
+    from gateway.coordinator.models import Role, User
+
+    with world.app.app_context():
+        s = db.session()
+        user = s.query(User).filter_by(username=username).one()
+        s.query(Role).filter_by(user_id=user.id).delete()
+        s.commit()
+    time.sleep(world.app.config["RELAY_AUTH_CACHE"] + 0.1)

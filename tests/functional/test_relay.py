@@ -21,11 +21,10 @@ from datashield import DSLoginBuilder, DSSession
 from gateway.agent.config import Policy
 from gateway.agent.relay import RelayAgent
 from gateway.coordinator import db
-from gateway.coordinator.models import Role, User
 from tests.functional.conftest import AUDIENCE, TOKEN_SECRET, Armadillo
 from tests.functional.rds import unserialize
 from tests.functional.rscript import run_r_script
-from tests.functional.stack import relay_token, relay_world, until
+from tests.functional.stack import relay_token, relay_world, remove_roles, until
 
 pytestmark = [pytest.mark.slow, pytest.mark.r]
 
@@ -194,12 +193,7 @@ def test_tokens_that_do_not_fit_are_refused(relay):
 def test_a_researcher_who_left_the_collaboration_is_refused(relay):
     token = relay_token(relay, relay.node_a, "bob")
     assert relayed(relay, token).login().status_code == 204
-    with relay.app.app_context():
-        s = db.session()
-        bob = s.query(User).filter_by(username="bob").one()
-        s.query(Role).filter_by(user_id=bob.id).delete()
-        s.commit()
-    time.sleep(0.6)  # RELAY_AUTH_CACHE
+    remove_roles(relay, "bob")
     r = relayed(relay, token).get("/lastcommand")
     assert r.status_code == 403 and "no longer a researcher" in r.json()["message"]
 

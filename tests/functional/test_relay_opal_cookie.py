@@ -21,7 +21,6 @@ import requests
 
 from gateway.agent.config import Policy
 from gateway.coordinator import db
-from gateway.coordinator.models import Role, User
 from gateway.coordinator.relay.app import (
     _node_cookie_path,
     _without_relay_cookie,
@@ -30,7 +29,7 @@ from gateway.coordinator.relay.cookie import COOKIE, CookieSealer
 from tests.functional.conftest import AUDIENCE, TOKEN_SECRET
 from tests.functional.rds import unserialize
 from tests.functional.rscript import run_r_script
-from tests.functional.stack import relay_token, relay_world
+from tests.functional.stack import relay_token, relay_world, remove_roles
 
 pytestmark = [pytest.mark.slow, pytest.mark.r]
 
@@ -205,12 +204,7 @@ def test_a_cookie_stops_working_when_its_user_leaves_the_collaboration(relay):
     http, _ = opalr_login(relay, relay.node_a, token)
     url = f"{base_of(relay, relay.node_a)}/datasources"
     assert http.get(url, timeout=60).status_code == 200
-    with relay.app.app_context():
-        s = db.session()
-        bob = s.query(User).filter_by(username="bob").one()
-        s.query(Role).filter_by(user_id=bob.id).delete()
-        s.commit()
-    time.sleep(0.6)  # RELAY_AUTH_CACHE
+    remove_roles(relay, "bob")
     r = http.get(url, timeout=60)
     assert r.status_code == 403 and "no longer a researcher" in r.json()["message"]
 
