@@ -13,15 +13,10 @@
 # only knows relay tokens.
 # Output: TAP lines; the exit status is the number of failed checks (0: all passed).
 
-suppressPackageStartupMessages({
-  library(httr)
-  library(jsonlite)
-})
-
-url <- Sys.getenv("DSG_URL")
-user <- Sys.getenv("DSG_USER")
-password <- Sys.getenv("DSG_PASSWORD")
-table <- Sys.getenv("DSG_TABLE")
+# What the httr scripts share, next to this script: httr and jsonlite, url, user,
+# password and table (DSG_URL, DSG_USER, DSG_PASSWORD, DSG_TABLE), and the TAP helpers
+# (check, close_to, must).
+source(file.path(dirname(sub("^--file=", "", grep("^--file=", commandArgs(FALSE), value = TRUE)[1])), "httr_client.R"))
 token <- Sys.getenv("DSG_TOKEN")
 by_token <- Sys.getenv("DSG_AUTH") == "token"
 # The main session's login, by password (Basic) or by token (Bearer).
@@ -40,8 +35,6 @@ safely <- function(expr) {
     NULL
   })
 }
-# The shared TAP helpers (check, close_to, must), next to this script.
-source(file.path(dirname(sub("^--file=", "", grep("^--file=", commandArgs(FALSE), value = TRUE)[1])), "tap.R"))
 check_error <- function(name, expr, pattern) {
   msg <- tryCatch({
     force(expr)

@@ -11,18 +11,10 @@
 # example study: id, age, sex, height, weight, bmi, smoker, visits, region, enrolled,
 # outcome). Output: TAP lines; the exit status is the number of failed checks.
 
-suppressPackageStartupMessages({
-  library(httr)
-  library(jsonlite)
-})
-
-url <- Sys.getenv("DSG_URL")
-user <- Sys.getenv("DSG_USER")
-password <- Sys.getenv("DSG_PASSWORD")
-table <- Sys.getenv("DSG_TABLE")
-
-# The shared TAP helpers (check, close_to, must), next to this script.
-source(file.path(dirname(sub("^--file=", "", grep("^--file=", commandArgs(FALSE), value = TRUE)[1])), "tap.R"))
+# What the httr scripts share, next to this script: httr and jsonlite, url, user,
+# password and table (DSG_URL, DSG_USER, DSG_PASSWORD, DSG_TABLE), and the TAP helpers
+# (check, close_to, must).
+source(file.path(dirname(sub("^--file=", "", grep("^--file=", commandArgs(FALSE), value = TRUE)[1])), "httr_client.R"))
 
 # ---- DSI + DSMolgenisArmadillo over HTTP (login, async commands, /lastresult)
 
