@@ -70,7 +70,8 @@ def run(config_file: str, log_level: str) -> None:
     news = WorkNews() if server is not None else None
     from gateway.agent.settings_report import SettingsReport
 
-    settings = SettingsReport.for_gateway(link, app)  # the station's profiles, read-only
+    # The station's profiles and the agent's policy, read-only at the coordinator.
+    settings = SettingsReport.for_gateway(link, app, cfg.policy)
     agent = Agent(cfg, link, executor, news=news, settings=settings).start()
     click.echo(f"Agent connecting to {cfg.api_url}")
     relay = None

@@ -1,9 +1,11 @@
-"""The station's profiles and disclosure settings, reported to the coordinator.
+"""The station's profiles, disclosure settings and agent policy, reported to the
+coordinator.
 
-The coordinator cannot change them (they live in the gateway's node.yaml, `profiles:`),
-but data stewards and researchers of the collaboration should see what the station
-enforces. The agent reports them when it starts, and after a reconnect if they differ
-from what it last reported (`PUT /api/node/settings`, docs/console.md).
+The coordinator cannot change them (they live in the gateway's node.yaml, `profiles:`,
+and the agent's agent.yaml, `policy:`), but data stewards and researchers of the
+collaboration should see what the station enforces. The agent reports them when it
+starts, and after a reconnect if they differ from what it last reported
+(`PUT /api/node/settings`, docs/console.md).
 
 What is reported, per profile: its name, the DataSHIELD packages it serves (name and
 version), the package whitelist (`packages:`, null for every package) and blacklist
@@ -12,8 +14,13 @@ disclosure settings: each `nfilter.*` and `datashield.privacy*` option as a sess
 sees it (the profile's own value over the packages' `default.` one), with where the
 value came from. Every other option is named under `withheld`, never with its value:
 an allowlist, so a secret option (`datashield.seed`, whose knowledge lets a researcher
-remove the noise) or one nobody thought of cannot leave the station. Paths, users,
-passwords and keys are not looked at at all.
+remove the noise) or one nobody thought of cannot leave the station. node.yaml's paths,
+users, passwords and keys are not looked at at all.
+
+The agent's policy (`policy`) is reported as the agent applies it, after defaults:
+`collaborations`, `users` and `algorithms` each a sorted list or null for any ("*"),
+`projects` a sorted list, `profile` a name. Nothing else of agent.yaml is reported (not
+the name of the key's variable, not the coordinator's address, not `images:`).
 """
 
 from __future__ import annotations
@@ -23,9 +30,10 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from gateway.agent.config import Policy
 from gateway.agent.link import CoordinatorLink, Rejected
 
-__all__ = ["DISCLOSURE_SETTING", "SettingsReport", "station_settings"]
+__all__ = ["DISCLOSURE_SETTING", "SettingsReport", "policy_report", "station_settings"]
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +61,24 @@ def profile_settings(options: dict[str, str], own: dict[str, str]) -> tuple[list
     return [values[n] for n in sorted(values)], sorted(withheld)
 
 
-def station_settings(services: Any) -> dict[str, Any]:
-    """The report's body from a gateway's services (`app.extensions["dsgateway"]`)."""
+def policy_report(policy: Policy) -> dict[str, Any]:
+    """The agent's policy as it is checked (gateway/agent/executors.py, relay.py)."""
+
+    def listed(values):
+        return None if values is None else sorted(values)
+
+    return {
+        "collaborations": listed(policy.collaborations),
+        "users": listed(policy.users),
+        "algorithms": listed(policy.algorithms),
+        "projects": sorted(policy.projects),
+        "profile": policy.profile,
+    }
+
+
+def station_settings(services: Any, policy: Policy | None = None) -> dict[str, Any]:
+    """The report's body from a gateway's services (`app.extensions["dsgateway"]`) and
+    the agent's policy (None: not reported)."""
     registry, config = services.registry, services.config
     profiles = []
     for name in registry.profiles:
@@ -77,7 +101,10 @@ def station_settings(services: Any) -> dict[str, Any]:
                 "withheld": withheld,
             }
         )
-    return {"profiles": profiles}
+    body: dict[str, Any] = {"profiles": profiles}
+    if policy is not None:
+        body["policy"] = policy_report(policy)
+    return body
 
 
 class SettingsReport:
@@ -93,11 +120,14 @@ class SettingsReport:
         self._sent: dict[str, Any] | None = None
 
     @classmethod
-    def for_gateway(cls, link: CoordinatorLink, app: Any) -> SettingsReport | None:
-        """For a station with a gateway app; None without one (nothing to report)."""
+    def for_gateway(
+        cls, link: CoordinatorLink, app: Any, policy: Policy | None = None
+    ) -> SettingsReport | None:
+        """For a station with a gateway app and its agent's policy; None without a
+        gateway (no profiles: nothing to report)."""
         if app is None:
             return None
-        return cls(link, lambda: station_settings(app.extensions["dsgateway"]))
+        return cls(link, lambda: station_settings(app.extensions["dsgateway"], policy))
 
     def report(self) -> bool:
         """Send the settings if they changed; True if sent. A link fault (LinkDown)
@@ -111,7 +141,7 @@ class SettingsReport:
         if body == self._sent:
             return False
         try:
-            self.link._call("PUT", "/node/settings", json=body)
+            self._send(body)
         except Rejected as err:
             log.warning("the coordinator refused the station's settings: %s", err)
             self._sent = body
@@ -119,3 +149,21 @@ class SettingsReport:
         self._sent = body
         log.info("reported the station's settings (%d profiles)", len(body["profiles"]))
         return True
+
+    def _send(self, body: dict[str, Any]) -> None:
+        try:
+            self.link._call("PUT", "/node/settings", json=body)
+        except Rejected as err:
+            # A coordinator older than the policy report refuses the unknown field (and
+            # any coordinator a policy value it does not take), and with it the whole
+            # report: the profiles are still worth showing.
+            if err.status != 400 or "policy" not in body:
+                raise
+            log.warning(
+                "the coordinator refused the station's settings with its policy (%s); "
+                "reporting them without it",
+                err,
+            )
+            self.link._call(
+                "PUT", "/node/settings", json={k: v for k, v in body.items() if k != "policy"}
+            )

@@ -387,10 +387,11 @@ class ImageRunPhase(Base):
 
 
 class NodeSettings(Base):
-    """A station's profiles and disclosure settings, as its agent last reported them.
+    """A station's profiles, disclosure settings and agent policy, as its agent last
+    reported them.
 
-    One row per node, replaced whole by each report; the station's own node.yaml stays
-    the authority (nothing here changes what the station does)."""
+    One row per node, replaced whole by each report; the station's own node.yaml and
+    agent.yaml stay the authority (nothing here changes what the station does)."""
 
     __tablename__ = "node_settings"
 
@@ -399,4 +400,7 @@ class NodeSettings(Base):
     )
     # [{name, packages, package_whitelist, blacklist, methods, settings, withheld}, ...]
     profiles: Mapped[list[Any]] = mapped_column(JSON)
+    # {collaborations, users, algorithms, projects, profile} of agent.yaml's `policy:`;
+    # None: the agent did not report it (older than the policy report).
+    policy: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     reported_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -506,6 +506,51 @@ class ProfileSettingsIn(Schema):
     )
 
 
+def _unique(items: list | None) -> None:
+    if items is not None and len(items) != len(set(items)):
+        raise ValidationError("Each item once.")
+
+
+class PolicyIn(Schema):
+    """The agent's own policy (agent.yaml `policy:`), after its defaults: what the station
+    accepts whatever the coordinator asks. null: any ("*")."""
+
+    collaborations = fields.List(
+        fields.Int(validate=_id),
+        required=True,
+        allow_none=True,
+        validate=[validate.Length(max=1000), _unique],
+        metadata={"description": "Collaboration ids whose work the station accepts; null: any."},
+    )
+    users = fields.List(
+        fields.Str(validate=_name),
+        required=True,
+        allow_none=True,
+        validate=[validate.Length(max=1000), _unique],
+        metadata={
+            "description": "Researchers whose tasks and relayed calls it accepts; null: any."
+        },
+    )
+    algorithms = fields.List(
+        fields.Str(validate=validate.Regexp(r"^[A-Za-z][A-Za-z0-9_.:-]{0,127}$")),
+        required=True,
+        allow_none=True,
+        validate=[validate.Length(max=100), _unique],
+        metadata={"description": "Algorithms task runs may use; null: any."},
+    )
+    projects = fields.List(
+        fields.Str(validate=validate.Regexp(r"^[A-Za-z0-9_.-]{1,128}$")),
+        required=True,
+        validate=[validate.Length(max=1000), _unique],
+        metadata={"description": "The projects task runs may read."},
+    )
+    profile = fields.Str(
+        required=True,
+        validate=validate.Regexp(r"^[A-Za-z0-9_.-]{1,64}$"),
+        metadata={"description": "The gateway profile task runs use."},
+    )
+
+
 def _unique_names(items: list[dict], what: str) -> None:
     names = [i["name"] for i in items]
     if len(names) != len(set(names)):
@@ -517,6 +562,11 @@ class NodeSettingsIn(Schema):
         fields.Nested(ProfileSettingsIn),
         required=True,
         validate=validate.Length(min=1, max=100),
+    )
+    policy = fields.Nested(
+        PolicyIn,
+        load_default=None,
+        metadata={"description": "The agent's policy; absent from an agent older than it."},
     )
 
     @validates_schema
@@ -537,6 +587,12 @@ class NodeSettingsOut(Schema):
     )
     reported_at = fields.DateTime(allow_none=True)
     profiles = fields.List(fields.Nested(ProfileSettingsIn), required=True)
+    policy = fields.Nested(
+        PolicyIn,
+        required=True,
+        allow_none=True,
+        metadata={"description": "null: the station did not report its agent's policy."},
+    )
 
 
 class NodeSettingsAck(Schema):

@@ -1,11 +1,17 @@
-"""A station's profiles and disclosure settings reach the coordinator (docs/console.md):
+"""A station's profiles, disclosure settings and agent policy reach the coordinator
+(docs/console.md):
 
 - a real `dsgateway node run` station (gateway over R and its agent, as a process)
-  reports its node.yaml profiles when it starts; each profile's nfilter.tab at the
-  coordinator is the value the station's own R sessions of that profile report
-  (`listDisclosureSettingsDS()` through its Armadillo face), the seed is named but its
-  value never leaves; a restarted station reports again;
-- an in-process agent reports again after a reconnect only if its settings changed.
+  reports its node.yaml profiles and its agent.yaml policy when it starts; each
+  profile's nfilter.tab at the coordinator is the value the station's own R sessions of
+  that profile report (`listDisclosureSettingsDS()` through its Armadillo face), the
+  seed is named but its value never leaves, the policy is exactly the agent's effective
+  one (its defaults filled in, "*" as null); a restarted station reports again;
+- an in-process agent reports again after a reconnect only if its settings or its
+  policy changed;
+- over HTTP, a report without a policy (an agent older than the policy report) is
+  taken, a malformed policy is a 400 naming the fields and nothing is stored, and an
+  agent whose policy the coordinator refuses still reports its profiles.
 """
 
 from __future__ import annotations
@@ -23,9 +29,9 @@ from gateway.agent.agent import Agent
 from gateway.agent.config import AgentConfig, Policy
 from gateway.agent.executors import GatewayExecutor
 from gateway.agent.link import CoordinatorLink
-from gateway.agent.settings_report import SettingsReport
+from gateway.agent.settings_report import SettingsReport, policy_report
 from gateway.coordinator import db
-from gateway.coordinator.models import AuditEvent
+from gateway.coordinator.models import AuditEvent, NodeSettings
 from tests.functional.conftest import Armadillo
 from tests.functional.rds import unserialize
 from tests.functional.stack import Process, free_port, until
@@ -59,6 +65,14 @@ def _settings_events(world) -> list[dict]:
     with world.app.app_context():
         rows = db.session().execute(select(AuditEvent).where(AuditEvent.action == "node.settings"))
         return [e.detail for e in rows.scalars()]
+
+
+def _stored(world) -> list[tuple]:
+    from sqlalchemy import select
+
+    with world.app.app_context():
+        rows = db.session().execute(select(NodeSettings)).scalars()
+        return [(r.node_id, r.profiles, r.policy) for r in rows]
 
 
 def _r_setting(gateway_url: str, profile: str, name: str) -> float:
@@ -123,7 +137,13 @@ def test_a_node_run_station_reports_its_profiles_as_its_r_sessions_see_them(
                 "heartbeat_interval": 2,
                 "backoff_initial": 0.2,
                 "backoff_max": 1,
-                "policy": {"algorithms": ["aggregate"], "projects": ["demo"]},
+                # users "*" and no profile: null and "default" at the coordinator
+                "policy": {
+                    "collaborations": [w.study],
+                    "users": "*",
+                    "algorithms": ["glm", "aggregate"],
+                    "projects": ["demo"],
+                },
             }
         )
     )
@@ -149,9 +169,17 @@ def test_a_node_run_station_reports_its_profiles_as_its_r_sessions_see_them(
         assert [p["name"] for p in strict["packages"]] == ["dsGatewayBase"]
         assert strict["methods"]["aggregate"] == default["methods"]["aggregate"] - 1
         assert default["withheld"] == ["datashield.seed"] and strict["withheld"] == []
+        assert got["policy"] == {
+            "collaborations": [w.study],
+            "users": None,
+            "algorithms": ["aggregate", "glm"],
+            "projects": ["demo"],
+            "profile": "default",
+        }
         text = json.dumps(got)
-        for secret in (str(SEED), str(home), w.keys["node-a"], "scrypt"):
+        for secret in (str(SEED), str(home), w.keys["node-a"], "scrypt", "DSGATEWAY_NODE_API_KEY"):
             assert secret not in text
+        assert w.server.url not in text
         assert _settings_events(w) == [{"profiles": ["default", "strict"], "changed": True}]
 
         # Restarted, the station reports again: the same settings, nothing changed.
@@ -166,7 +194,8 @@ def test_a_node_run_station_reports_its_profiles_as_its_r_sessions_see_them(
 
 def test_an_agent_reports_again_after_a_reconnect_only_if_its_settings_changed(coordinator):
     w = coordinator
-    body = {"profiles": [{"name": "default", "settings": [_tab("5")]}]}
+    policy = policy_report(Policy(algorithms=frozenset({"echo"})))
+    body = {"profiles": [{"name": "default", "settings": [_tab("5")]}], "policy": policy}
     cfg = AgentConfig(
         coordinator=w.server.url,
         poll_wait=1,
@@ -191,12 +220,63 @@ def test_an_agent_reports_again_after_a_reconnect_only_if_its_settings_changed(c
 
         reconnect()  # the same settings: not sent again
         assert len(_settings_events(w)) == 1
-        body = {"profiles": [{"name": "default", "settings": [_tab("6")]}]}
+        body = {"profiles": [{"name": "default", "settings": [_tab("6")]}], "policy": policy}
         reconnect()  # changed: sent
         until(lambda: len(_settings_events(w)) == 2, 30, "the changed report")
         assert _reported(w)["profiles"][0]["settings"] == [_tab("6")]
+        body = {**body, "policy": {**policy, "users": ["alice"]}}
+        reconnect()  # only the policy changed: sent
+        until(lambda: len(_settings_events(w)) == 3, 30, "the changed policy")
+        assert _settings_events(w)[2]["changed"] is True
+        assert _reported(w)["policy"] == {**policy, "users": ["alice"]}
     finally:
         agent.stop(timeout=2)
+
+
+def test_reports_without_a_policy_are_taken_and_malformed_ones_refused(coordinator):
+    w = coordinator
+    profiles = [{"name": "default", "settings": [_tab("5")]}]
+    link = CoordinatorLink(w.server.url + "/api", w.keys["node-a"], 5)
+
+    # A malformed policy: 400 with a message per field, nothing stored or audited.
+    bad = {
+        "collaborations": "*",  # the agent sends "*" as null
+        "users": ["alice", "alice"],
+        "algorithms": ["aggregate"],
+        "profile": "default",
+        "api_key_env": "DSGATEWAY_NODE_API_KEY",
+    }
+    r = w.client.put(
+        "/api/node/settings",
+        json={"profiles": profiles, "policy": bad},
+        headers=w.as_node("node-a"),
+    )
+    assert r.status_code == 400
+    assert r.json["errors"] == {
+        "policy": {
+            "collaborations": ["Not a valid list."],
+            "users": ["Each item once."],
+            "projects": ["Missing data for required field."],
+            "api_key_env": ["Unknown field."],
+        }
+    }
+    assert _stored(w) == [] and _settings_events(w) == []
+
+    # An agent older than the policy report: its report is taken, with no policy.
+    old = link._call("PUT", "/node/settings", json={"profiles": profiles})
+    assert (old["profiles"], old["changed"]) == (1, True)
+    got = _reported(w)
+    assert (got["profiles"][0]["settings"], got["policy"]) == ([_tab("5")], None)
+
+    # A policy this coordinator refuses (as one older than the policy report refuses
+    # any): the agent reports its profiles without it rather than nothing.
+    more = [{"name": "default", "settings": [_tab("9")]}]
+    report = SettingsReport(link, lambda: {"profiles": more, "policy": {"profile": "a b"}})
+    assert report.report() is True
+    got = _reported(w)
+    assert (got["profiles"][0]["settings"], got["policy"]) == ([_tab("9")], None)
+    assert [e["changed"] for e in _settings_events(w)] == [True, True]
+    assert report.report() is False  # the same body: not sent again
 
 
 def _tab(value: str) -> dict:

@@ -4,10 +4,10 @@ A collaboration's admins add and remove nodes; they and the data stewards of the
 node's organisation edit it (which projects relay tokens open, the token audience)
 and rotate its key. The key is shown once, when made; only its hash is kept.
 
-A node's agent reports its station's profiles and disclosure settings
-(`PUT /node/settings`, with the node's key: a node only ever writes its own); everyone
-with a role in the node's collaboration reads them. They are a copy, read-only here:
-the station's node.yaml is the authority.
+A node's agent reports its station's profiles and disclosure settings and its own
+policy (`PUT /node/settings`, with the node's key: a node only ever writes its own);
+everyone with a role in the node's collaboration reads them. They are a copy,
+read-only here: the station's node.yaml and agent.yaml are the authority.
 """
 
 from __future__ import annotations
@@ -152,9 +152,9 @@ def delete_node(node_id):
 @endpoint(
     response=NodeSettingsOut,
     errors=(404,),
-    summary="The station's profiles and disclosure settings as its agent last reported "
-    "them (anyone with a role in the node's collaboration; read-only: the station's "
-    "node.yaml is the authority)",
+    summary="The station's profiles, disclosure settings and agent policy as its agent "
+    "last reported them (anyone with a role in the node's collaboration; read-only: the "
+    "station's node.yaml and agent.yaml are the authority)",
 )
 def node_settings(node_id):
     node = visible_node(node_id)
@@ -165,6 +165,7 @@ def node_settings(node_id):
         "reported": row is not None,
         "reported_at": row.reported_at if row is not None else None,
         "profiles": row.profiles if row is not None else [],
+        "policy": row.policy if row is not None else None,
     }
 
 
@@ -173,13 +174,13 @@ def node_settings(node_id):
     auth="node",
     body=NodeSettingsIn,
     response=NodeSettingsAck,
-    summary="The station's profiles and disclosure settings (its agent, at start and "
-    "after a reconnect if they changed): replace the node's last report",
+    summary="The station's profiles, disclosure settings and agent policy (its agent, at "
+    "start and after a reconnect if they changed): replace the node's last report",
 )
 def report_settings(body):
     node = current_node()  # the key says which node: a node reports only its own
     now = utcnow()
-    changed = _store_settings(node, body["profiles"], now)
+    changed = _store_settings(node, body["profiles"], body["policy"], now)
     audit.record(
         "node.settings",
         node,
@@ -193,15 +194,16 @@ def report_settings(body):
     return {"profiles": len(body["profiles"]), "changed": changed, "reported_at": now}
 
 
-def _store_settings(node: Node, profiles: list, now) -> bool:
+def _store_settings(node: Node, profiles: list, policy: dict | None, now) -> bool:
     """Replace the node's row (one per node) in the request's transaction; True if the
-    profiles differ from the stored ones. (Two reports of one node racing to create the
-    row: the second's commit is a 409, and the first's report stands.)"""
+    profiles or the policy differ from the stored ones (a report without a policy
+    clears it: the station no longer says). Two reports of one node racing to create
+    the row: the second's commit is a 409, and the first's report stands."""
     s = db.session()
     row = s.get(NodeSettings, node.id, with_for_update=True)
     if row is None:
-        s.add(NodeSettings(node_id=node.id, profiles=profiles, reported_at=now))
+        s.add(NodeSettings(node_id=node.id, profiles=profiles, policy=policy, reported_at=now))
         return True
-    changed = row.profiles != profiles
-    row.profiles, row.reported_at = profiles, now
+    changed = (row.profiles, row.policy) != (profiles, policy)
+    row.profiles, row.policy, row.reported_at = profiles, policy, now
     return changed

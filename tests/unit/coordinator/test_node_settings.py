@@ -1,7 +1,8 @@
-"""A station's profiles and disclosure settings at the coordinator (docs/console.md), on
-SQLite and PostgreSQL: the agent's report is checked, stored one row per node (replaced,
-never appended), audited, and read by the node's collaboration only; and what the agent
-puts in a report (gateway/agent/settings_report.py): the effective settings, never
+"""A station's profiles, disclosure settings and agent policy at the coordinator
+(docs/console.md), on SQLite and PostgreSQL: the agent's report is checked, stored one
+row per node (replaced, never appended), audited, and read by the node's collaboration
+only; a report without a policy (an older agent) is still taken; and what the agent puts
+in a report (gateway/agent/settings_report.py): the effective settings and policy, never
 another option's value."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
+from gateway.agent.config import AgentConfig
 from gateway.agent.settings_report import profile_settings, station_settings
 from gateway.node.config import NodeConfig
 from gateway.node.methods import MethodRegistry, PackageInfo, Profile
@@ -25,6 +27,13 @@ PROFILE = {
         {"name": "nfilter.tab", "value": "5", "source": "profile"},
     ],
     "withheld": ["datashield.seed"],
+}
+POLICY = {
+    "collaborations": [1, 4],
+    "users": ["alice", "bob"],
+    "algorithms": ["aggregate", "glm"],
+    "projects": ["demo"],
+    "profile": "default",
 }
 
 
@@ -51,6 +60,7 @@ def test_a_report_is_stored_replaced_audited_and_read_by_the_collaboration(fed, 
         "reported": False,
         "reported_at": None,
         "profiles": [],
+        "policy": None,
     }
 
     r = client.put("/api/node/settings", json={"profiles": [PROFILE]}, headers=w.as_node("node-a"))
@@ -90,6 +100,34 @@ def test_a_report_is_stored_replaced_audited_and_read_by_the_collaboration(fed, 
         ("node-a", fed.node_a, False),
     ]
     assert events[0].collaboration_id == fed.study and events[0].detail["profiles"] == ["default"]
+
+
+def test_the_agents_policy_is_stored_with_the_profiles_and_may_be_absent(fed, client, app):
+    from gateway.coordinator.models import NodeSettings
+
+    w = fed.world
+    url = f"/api/nodes/{fed.node_a}/settings"
+
+    def report(body):
+        r = client.put("/api/node/settings", json=body, headers=w.as_node("node-a"))
+        assert r.status_code == 200, r.json
+        return r.json["changed"]
+
+    assert report({"profiles": [PROFILE], "policy": POLICY}) is True
+    got = client.get(url, headers=w.as_user("alice")).json
+    assert got["policy"] == POLICY and got["profiles"] == [PROFILE]
+    # "*" is null; only the policy changes: a change.
+    anyone = {**POLICY, "collaborations": None, "users": None, "algorithms": None}
+    assert report({"profiles": [PROFILE], "policy": anyone}) is True
+    assert report({"profiles": [PROFILE], "policy": anyone}) is False
+    assert client.get(url, headers=w.as_user("steward_a")).json["policy"] == anyone
+    # An agent older than the policy report sends none: taken, and the stored one goes
+    # (the station no longer says what its policy is).
+    assert report({"profiles": [PROFILE]}) is True
+    got = client.get(url, headers=w.as_user("alice")).json
+    assert (got["reported"], got["policy"], got["profiles"]) == (True, None, [PROFILE])
+    [row] = _rows(app, NodeSettings, node_id=fed.node_a)
+    assert row.policy is None
 
 
 def test_a_node_reports_only_its_own_settings(fed, client, app):
@@ -157,6 +195,8 @@ def test_bad_reports_are_refused_with_field_messages_and_nothing_stored(fed, cli
         ({"profiles": [PROFILE] * 101}, "profiles"),
         ({"profiles": [{**PROFILE, "packages": [{"name": "dsBase"}]}]}, "profiles"),
         ({"profiles": [{**PROFILE, "data_dir": "/srv/data"}]}, "profiles"),
+        # The policy: every field, each bounded, nothing else (no key, no address).
+        *(({"profiles": [PROFILE], "policy": bad}, "policy") for bad in BAD_POLICIES),
     ]
     for body, field in cases:
         r = client.put("/api/node/settings", json=body, headers=w.as_node("node-a"))
@@ -170,6 +210,51 @@ def test_bad_reports_are_refused_with_field_messages_and_nothing_stored(fed, cli
     assert r.status_code == 400
     assert _rows(app, NodeSettings) == []
     assert _rows(app, AuditEvent, action="node.settings") == []
+
+
+BAD_POLICIES = [
+    "*",
+    {k: v for k, v in POLICY.items() if k != "users"},
+    {**POLICY, "collaborations": "*"},
+    {**POLICY, "collaborations": [0]},
+    {**POLICY, "collaborations": [1, 1]},
+    {**POLICY, "users": ["alice bob"]},
+    {**POLICY, "users": ["u"] * 1001},
+    {**POLICY, "algorithms": ["rm -rf"]},
+    {**POLICY, "projects": None},
+    {**POLICY, "projects": ["../etc"]},
+    {**POLICY, "profile": None},
+    {**POLICY, "api_key_env": "DSGATEWAY_NODE_API_KEY"},
+]
+
+
+def test_a_malformed_policy_is_named_in_the_field_messages(fed, client, app):
+    from gateway.coordinator.models import NodeSettings
+
+    w = fed.world
+    r = client.put(
+        "/api/node/settings",
+        json={"profiles": [PROFILE], "policy": {**POLICY, "users": ["ok", "not ok"]}},
+        headers=w.as_node("node-a"),
+    )
+    assert r.status_code == 400
+    assert r.json["errors"] == {
+        "policy": {"users": {"1": ["Letters, digits, '_', '.', '@', '-'; 1-128."]}}
+    }
+    r = client.put(
+        "/api/node/settings",
+        json={"profiles": [PROFILE], "policy": {"profile": "default", "secret": "x"}},
+        headers=w.as_node("node-a"),
+    )
+    assert r.status_code == 400
+    assert r.json["errors"]["policy"] == {
+        "collaborations": ["Missing data for required field."],
+        "users": ["Missing data for required field."],
+        "algorithms": ["Missing data for required field."],
+        "projects": ["Missing data for required field."],
+        "secret": ["Unknown field."],
+    }
+    assert _rows(app, NodeSettings) == []
 
 
 def test_a_removed_node_takes_its_settings_with_it(fed, client, app):
@@ -250,8 +335,24 @@ def test_station_settings_from_the_gateways_registry(tmp_path: Path):
         registry = MethodRegistry(packages, profiles)
 
     Services.config = config
-    body = station_settings(Services)
+    assert "policy" not in station_settings(Services)  # as an agent without one sends it
+    agent = AgentConfig.from_dict(
+        {
+            "coordinator": "https://coordinator.example.org",
+            "api_key_env": "MY_SECRET_KEY_VAR",
+            "policy": {"users": ["bob", "alice"], "projects": ["p"]},
+        }
+    )
+    body = station_settings(Services, agent.policy)
     assert NodeSettingsIn().load(body) == body
+    # The effective policy: agent.yaml's values over the defaults, sorted, null for "*".
+    assert body["policy"] == {
+        "collaborations": None,
+        "users": ["alice", "bob"],
+        "algorithms": ["aggregate"],
+        "projects": ["p"],
+        "profile": "default",
+    }
     default, strict = body["profiles"]
     assert default["name"] == "default" and default["package_whitelist"] is None
     assert [p["name"] for p in default["packages"]] == ["dsGatewayBase", "dsOther"]
@@ -266,5 +367,6 @@ def test_station_settings_from_the_gateways_registry(tmp_path: Path):
     assert strict["blacklist"] == ["meanDS"] and strict["methods"] == {"aggregate": 2, "assign": 1}
     assert {s["name"]: s["value"] for s in strict["settings"]}["nfilter.glm"] == "0.2"
     text = repr(body)
-    for secret in ("7253", str(tmp_path), "alice", "scrypt"):
+    for secret in ("7253", str(tmp_path), "scrypt", "MY_SECRET_KEY_VAR", "example.org"):
         assert secret not in text
+    assert "alice" not in repr(body["profiles"])  # node.yaml's users are not reported

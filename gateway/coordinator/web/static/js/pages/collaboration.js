@@ -24,9 +24,56 @@ async function showNodes(orgName) {
   return nodes;
 }
 
-// A station's profiles and disclosure settings, as its agent last reported them
-// (GET /nodes/<id>/settings). Read-only: they live in the station's node.yaml.
+// A station's profiles, disclosure settings and agent policy, as its agent last
+// reported them (GET /nodes/<id>/settings). Read-only: they live in the station's
+// node.yaml and agent.yaml.
 const SOURCE = { profile: "the profile (node.yaml)", package: "package default" };
+
+// A policy list: null is "*" in agent.yaml, anything.
+function listed(values, any, none = "none") {
+  if (values == null) return any;
+  return values.join(", ") || none;
+}
+
+function policyCard(node, policy) {
+  if (!policy) {
+    return h(
+      "div",
+      { class: "policy", role: "group", "aria-label": `Agent policy of ${node.name}` },
+      h("h4", {}, "Agent policy"),
+      empty("The station did not report its agent's policy (its agent is older than the policy report)."),
+    );
+  }
+  const collabs =
+    policy.collaborations == null
+      ? "any collaboration"
+      : policy.collaborations.map((c) => (c === id ? `#${c} (this one)` : `#${c}`)).join(", ") || "none";
+  const facts = [
+    ["Collaborations served", collabs],
+    ["Researchers", listed(policy.users, "any researcher")],
+    ["Algorithms", listed(policy.algorithms, "any algorithm")],
+    ["Projects task runs read", listed(policy.projects, null)],
+    ["Profile task runs use", policy.profile],
+  ];
+  return h(
+    "div",
+    { class: "policy", role: "group", "aria-label": `Agent policy of ${node.name}` },
+    h("h4", {}, "Agent policy"),
+    h(
+      "p",
+      { class: "hint" },
+      "From the station's ",
+      h("code", {}, "agent.yaml"),
+      " (",
+      h("code", {}, "policy:"),
+      "): the station checks every task run and relayed call against it, whatever the coordinator asks.",
+    ),
+    h("dl", { class: "summary" }, facts.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
+    policy.collaborations != null && !policy.collaborations.includes(id)
+      ? h("p", { class: "alert info" }, "This station's policy does not serve this collaboration: it refuses its tasks and relayed calls.")
+      : null,
+  );
+}
 
 function profileCard(node, p) {
   const packages = (p.packages || []).map((k) => `${k.name} ${k.version}`).join(", ") || "none";
@@ -54,10 +101,17 @@ function profileCard(node, p) {
   );
 }
 
+// What the card shows, so that a refresh redraws it only when a report (or the list of
+// stations) changed: a reader's place and selection are kept otherwise.
+let shownSettings = null;
+
 async function stationSettings(me, nodes, orgName) {
+  $("#station-settings").hidden = !nodes.length;
   if (!nodes.length) return;
-  $("#station-settings").hidden = false;
   const reports = await Promise.all(nodes.map((n) => get(`/nodes/${n.id}/settings`)));
+  const shown = JSON.stringify([nodes.map((n) => [n.id, n.name, n.organization_id, n.projects]), reports]);
+  if (shown === shownSettings) return;
+  shownSettings = shown;
   replace(
     "#settings",
     nodes.map((n, i) => {
@@ -80,12 +134,17 @@ async function stationSettings(me, nodes, orgName) {
           h("code", {}, "node.yaml"),
           " (",
           h("code", {}, "profiles:"),
+          ") and ",
+          h("code", {}, "agent.yaml"),
+          " (",
+          h("code", {}, "policy:"),
           ") and only the station changes them, ",
           steward ? "you as its data steward (the agent reports them again when the station restarts)" : "through its data steward",
           ". See docs/guides/data-stewards.md. Relay projects handed out for it: ",
           h("code", {}, (n.projects || []).join(", ") || "none"),
           ".",
         ),
+        rep.reported ? policyCard(n, rep.policy) : null,
         rep.reported ? rep.profiles.map((p) => profileCard(n, p)) : null,
       );
     }),
@@ -111,7 +170,15 @@ run(async () => {
   $("#new-task").href = `/console/tasks/new?collaboration=${id}`;
   const nodes = await showNodes(orgName);
   await stationSettings(me, nodes, orgName);
-  setInterval(() => showNodes(orgName).catch(() => {}), 10000);
+  // Online/offline and the station settings, refreshed in place (a station that
+  // restarts with new settings shows them here without a reload).
+  setInterval(
+    () =>
+      showNodes(orgName)
+        .then((fresh) => stationSettings(me, fresh, orgName))
+        .catch(() => {}),
+    10000,
+  );
   replace(
     "#tasks",
     tasks.length
