@@ -542,3 +542,21 @@ def remove_roles(world: World, username: str) -> None:
         s.query(Role).filter_by(user_id=user.id).delete()
         s.commit()
     time.sleep(world.app.config["RELAY_AUTH_CACHE"] + 0.1)
+
+
+def fast_agent_config(world: World, policy, **overrides):
+    """An agent's settings for a test against ``world``'s served coordinator: short
+    polls, heartbeats and back-off, so faults and reconnects play out in seconds."""
+    from gateway.agent.config import AgentConfig
+
+    settings = {
+        "coordinator": world.server.url,
+        "poll_wait": 1,
+        "heartbeat_interval": 0.5,
+        "backoff_initial": 0.05,
+        "backoff_max": 0.5,
+        "request_timeout": 5,
+        "policy": policy,
+        **overrides,
+    }
+    return AgentConfig(**settings)

@@ -16,14 +16,14 @@ import time
 import pytest
 
 from gateway.agent.agent import Agent
-from gateway.agent.config import AgentConfig, Policy
+from gateway.agent.config import Policy
 from gateway.agent.executors import ALGORITHMS, GatewayExecutor
 from gateway.agent.link import CoordinatorLink, WorkNews
 from gateway.agent.relay import RelayAgent
 from gateway.coordinator.celery_app import EmbeddedWorker
 from gateway.coordinator.models import Run
 from gateway.coordinator.server import BackgroundServer
-from tests.functional.stack import until
+from tests.functional.stack import fast_agent_config, until
 from tests.unit.coordinator.fixtures import TEST_RELAY_SECRET, World, sqlite_coordinator
 
 pytestmark = pytest.mark.slow
@@ -73,15 +73,7 @@ def start_agent(
 ) -> Agent:
     algorithms = None if policy_algorithms is None else frozenset(policy_algorithms)
     policy = {"algorithms": algorithms, **policy}
-    cfg = AgentConfig(
-        coordinator=world.server.url,
-        poll_wait=1,
-        heartbeat_interval=0.5,
-        backoff_initial=0.05,
-        backoff_max=0.5,
-        request_timeout=5,
-        policy=Policy(**policy),
-    )
+    cfg = fast_agent_config(world, Policy(**policy))
     link = CoordinatorLink(cfg.api_url, world.keys[name], cfg.request_timeout)
     news = WorkNews() if station else None
     agent = Agent(cfg, link, GatewayExecutor(None, cfg.policy, functions), news=news).start()
@@ -264,13 +256,7 @@ def test_aggregate_runs_through_the_real_gateway_as_the_researcher(coordinator, 
     w = coordinator
     sessions = gateway.app.extensions["dsgateway"].sessions
     policy = Policy(algorithms=frozenset({"aggregate"}), projects=frozenset({"demo"}))
-    cfg = AgentConfig(
-        coordinator=w.server.url,
-        poll_wait=5,
-        backoff_initial=0.05,
-        backoff_max=0.5,
-        policy=policy,
-    )
+    cfg = fast_agent_config(w, policy, poll_wait=5, heartbeat_interval=20, request_timeout=30)
     link = CoordinatorLink(cfg.api_url, w.keys["node-a"], 10)
     w.agents.append(Agent(cfg, link, GatewayExecutor(sessions, policy)).start())
     params = {

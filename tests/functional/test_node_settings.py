@@ -26,7 +26,7 @@ import yaml
 from werkzeug.security import generate_password_hash
 
 from gateway.agent.agent import Agent
-from gateway.agent.config import AgentConfig, Policy
+from gateway.agent.config import Policy
 from gateway.agent.executors import GatewayExecutor
 from gateway.agent.link import CoordinatorLink
 from gateway.agent.settings_report import SettingsReport, policy_report
@@ -34,7 +34,7 @@ from gateway.coordinator import db
 from gateway.coordinator.models import AuditEvent, NodeSettings
 from tests.functional.conftest import Armadillo
 from tests.functional.rds import unserialize
-from tests.functional.stack import Process, free_port, until
+from tests.functional.stack import Process, fast_agent_config, free_port, until
 from tests.unit.coordinator.fixtures import served_world
 
 pytestmark = pytest.mark.slow
@@ -196,15 +196,7 @@ def test_an_agent_reports_again_after_a_reconnect_only_if_its_settings_changed(c
     w = coordinator
     policy = policy_report(Policy(algorithms=frozenset({"echo"})))
     body = {"profiles": [{"name": "default", "settings": [_tab("5")]}], "policy": policy}
-    cfg = AgentConfig(
-        coordinator=w.server.url,
-        poll_wait=1,
-        heartbeat_interval=0.5,
-        backoff_initial=0.05,
-        backoff_max=0.3,
-        request_timeout=5,
-        policy=Policy(algorithms=frozenset({"echo"})),
-    )
+    cfg = fast_agent_config(w, Policy(algorithms=frozenset({"echo"})), backoff_max=0.3)
     link = CoordinatorLink(cfg.api_url, w.keys["node-a"], cfg.request_timeout)
     settings = SettingsReport(link, lambda: body)
     agent = Agent(cfg, link, GatewayExecutor(None, cfg.policy), settings=settings).start()
