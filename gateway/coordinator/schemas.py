@@ -21,6 +21,8 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$"
 _name = validate.Regexp(NAME_PATTERN, error="Letters, digits, '_', '.', '@', '-'; 1-128.")
 _title = validate.Length(min=1, max=128)
 _id = validate.Range(min=1)
+_algorithm_name = validate.Regexp(r"^[A-Za-z][A-Za-z0-9_.:-]{0,127}$")
+_profile_name = validate.Regexp(r"^[A-Za-z0-9_.-]{1,64}$")  # a gateway profile
 
 
 class _Patch(Schema):
@@ -239,9 +241,7 @@ class NodeKeyOut(NodeOut):
 class TaskIn(Schema):
     name = fields.Str(load_default="", validate=validate.Length(max=256))
     collaboration_id = fields.Int(required=True, validate=_id)
-    algorithm = fields.Str(
-        required=True, validate=validate.Regexp(r"^[A-Za-z][A-Za-z0-9_.:-]{0,127}$")
-    )
+    algorithm = fields.Str(required=True, validate=_algorithm_name)
     parameters = fields.Dict(keys=fields.Str(), load_default=dict)
     node_ids = fields.List(
         fields.Int(validate=_id),
@@ -475,7 +475,7 @@ class MethodCountsIn(Schema):
 
 
 class ProfileSettingsIn(Schema):
-    name = fields.Str(required=True, validate=validate.Regexp(r"^[A-Za-z0-9_.-]{1,64}$"))
+    name = fields.Str(required=True, validate=_profile_name)
     packages = fields.List(
         fields.Nested(PackageIn),
         load_default=list,
@@ -532,7 +532,7 @@ class PolicyIn(Schema):
         },
     )
     algorithms = fields.List(
-        fields.Str(validate=validate.Regexp(r"^[A-Za-z][A-Za-z0-9_.:-]{0,127}$")),
+        fields.Str(validate=_algorithm_name),
         required=True,
         allow_none=True,
         validate=[validate.Length(max=100), _unique],
@@ -546,7 +546,7 @@ class PolicyIn(Schema):
     )
     profile = fields.Str(
         required=True,
-        validate=validate.Regexp(r"^[A-Za-z0-9_.-]{1,64}$"),
+        validate=_profile_name,
         metadata={"description": "The gateway profile task runs use."},
     )
 

@@ -35,43 +35,49 @@ function listed(values, any, none = "none") {
   return values.join(", ") || none;
 }
 
-function policyCard(node, policy) {
-  if (!policy) {
-    return h(
-      "div",
-      { class: "policy", role: "group", "aria-label": `Agent policy of ${node.name}` },
-      h("h4", {}, "Agent policy"),
-      empty("The station did not report its agent's policy (its agent is older than the policy report)."),
-    );
-  }
+// "node.yaml (profiles:)": where at the station a setting lives.
+function whereSet(file, key) {
+  return [h("code", {}, file), " (", h("code", {}, key), ")"];
+}
+
+function factList(facts) {
+  return h("dl", { class: "summary" }, facts.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
+}
+
+function policyFacts(policy) {
   const collabs =
     policy.collaborations == null
       ? "any collaboration"
       : policy.collaborations.map((c) => (c === id ? `#${c} (this one)` : `#${c}`)).join(", ") || "none";
-  const facts = [
-    ["Collaborations served", collabs],
-    ["Researchers", listed(policy.users, "any researcher")],
-    ["Algorithms", listed(policy.algorithms, "any algorithm")],
-    ["Projects task runs read", listed(policy.projects, null)],
-    ["Profile task runs use", policy.profile],
-  ];
-  return h(
-    "div",
-    { class: "policy", role: "group", "aria-label": `Agent policy of ${node.name}` },
-    h("h4", {}, "Agent policy"),
+  return [
     h(
       "p",
       { class: "hint" },
       "From the station's ",
-      h("code", {}, "agent.yaml"),
-      " (",
-      h("code", {}, "policy:"),
-      "): the station checks every task run and relayed call against it, whatever the coordinator asks.",
+      whereSet("agent.yaml", "policy:"),
+      ": the station checks every task run and relayed call against it, whatever the coordinator asks.",
     ),
-    h("dl", { class: "summary" }, facts.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
+    factList([
+      ["Collaborations served", collabs],
+      ["Researchers", listed(policy.users, "any researcher")],
+      ["Algorithms", listed(policy.algorithms, "any algorithm")],
+      ["Projects task runs read", listed(policy.projects, null)],
+      ["Profile task runs use", policy.profile],
+    ]),
     policy.collaborations != null && !policy.collaborations.includes(id)
       ? h("p", { class: "alert info" }, "This station's policy does not serve this collaboration: it refuses its tasks and relayed calls.")
       : null,
+  ];
+}
+
+function policyCard(node, policy) {
+  return h(
+    "div",
+    { class: "policy", role: "group", "aria-label": `Agent policy of ${node.name}` },
+    h("h4", {}, "Agent policy"),
+    policy
+      ? policyFacts(policy)
+      : empty("The station did not report its agent's policy (its agent is older than the policy report)."),
   );
 }
 
@@ -87,7 +93,7 @@ function profileCard(node, p) {
     "div",
     { class: "profile" },
     h("h4", {}, `Profile ${p.name}`),
-    h("dl", { class: "summary" }, facts.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
+    factList(facts),
     (p.settings || []).length
       ? table(
           ["Setting", "Value", "Set by"],
@@ -131,14 +137,10 @@ async function stationSettings(me, nodes, orgName) {
           "p",
           { class: "hint" },
           "Read-only: these live in the station's own ",
-          h("code", {}, "node.yaml"),
-          " (",
-          h("code", {}, "profiles:"),
-          ") and ",
-          h("code", {}, "agent.yaml"),
-          " (",
-          h("code", {}, "policy:"),
-          ") and only the station changes them, ",
+          whereSet("node.yaml", "profiles:"),
+          " and ",
+          whereSet("agent.yaml", "policy:"),
+          " and only the station changes them, ",
           steward ? "you as its data steward (the agent reports them again when the station restarts)" : "through its data steward",
           ". See docs/guides/data-stewards.md. Relay projects handed out for it: ",
           h("code", {}, (n.projects || []).join(", ") || "none"),
